@@ -1,0 +1,144 @@
+"""Checkpoints: atomic saves, safe loads, and a model ready for analysis.
+
+A checkpoint is a plain dict of tensors and JSON-like values written with torch.save and read back with
+`weights_only=True`, so loading a file never runs code from it. Saves go to a temporary file in the same
+folder and are renamed over the target, so a crash at any instant leaves the previous checkpoint readable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fercore.models import build_model
+from fercore.transforms import Normalizer
+
+FORMAT = "fercore-checkpoint/1"
+BEST, LAST = "best.pt", "last.pt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be written or read, with the path and the reason."""
+
+
+def save_checkpoint(state: dict, path) -> None:
+    """Write `state` to `path` atomically: the old file stays intact until the new one is complete on disk."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save({"format": FORMAT, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"cannot write checkpoint {path}: {e.strerror or e}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def resolve_checkpoint(path) -> Path:
+    """A run folder means its best.pt (or last.pt before the first best); a file means itself."""
+    path = Path(path)
+    if path.is_dir():
+        for name in (BEST, LAST):
+            if (path / name).is_file():
+                return path / name
+        raise CheckpointError(f"{path} holds no {BEST} or {LAST}: is it a fercore run folder?")
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    return path
+
+
+def read_checkpoint(path) -> dict:
+    """Read a checkpoint dict without unpickling arbitrary objects; every failure is a CheckpointError."""
+    path = resolve_checkpoint(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        # weights_only refuses any global it does not know: a pickle that would build objects or run code.
+        reason = str(e).splitlines()[0][:200]
+        raise CheckpointError(f"{path} is not a safe fercore checkpoint (refused to unpickle: {reason})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or not a torch file: "
+                              f"{str(e).splitlines()[0][:200]})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is a torch file but not a fercore checkpoint (no '{FORMAT}' format tag)")
+    return state
+
+
+def file_key(path) -> str:
+    """A short content hash, so caches keyed on it notice a replaced checkpoint."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+@dataclass
+class LoadedModel:
+    """A trained model in eval mode on the CPU, with what it needs to read raw uint8 faces."""
+
+    model: nn.Module
+    model_name: str
+    normalizer: Normalizer
+    config: dict
+    history: list = field(default_factory=list)
+    path: str = ""
+    key: str = ""
+
+    def preprocess(self, pixels) -> torch.Tensor:
+        """uint8 faces (N, 48, 48) -> the float input (N, 1, 48, 48) the model was trained on."""
+        return self.normalizer(torch.as_tensor(pixels))
+
+    @property
+    def epoch(self) -> int:
+        return len(self.history)
+
+
+def model_from_state(state: dict, path="checkpoint") -> nn.Module:
+    """Build the checkpoint's architecture and load its weights; a mismatch is a CheckpointError."""
+    name = state.get("model_name")
+    try:
+        model = build_model(name)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    try:
+        model.load_state_dict(state["model_state"])
+    except (RuntimeError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{path}: weights do not fit architecture {name!r} "
+                              f"({str(e).splitlines()[0][:200]})") from None
+    return model
+
+
+def load_model(path) -> LoadedModel:
+    """Load a checkpoint file or run folder as a LoadedModel ready for evaluation and saliency."""
+    path = resolve_checkpoint(path)
+    state = read_checkpoint(path)
+    model = model_from_state(state, path).eval()
+    return LoadedModel(model=model, model_name=state["model_name"],
+                       normalizer=Normalizer.from_dict(state["normalizer"]),
+                       config=dict(state.get("config", {})), history=list(state.get("history", [])),
+                       path=str(path), key=file_key(path))
+
+
+def list_runs(*roots) -> list[Path]:
+    """Every run folder (a folder holding best.pt or last.pt) directly under the given roots, sorted."""
+    runs = set()
+    for root in map(Path, roots):
+        if not root.is_dir():
+            continue
+        for child in root.iterdir():
+            if child.is_dir() and ((child / BEST).is_file() or (child / LAST).is_file()):
+                runs.add(child)
+    return sorted(runs)

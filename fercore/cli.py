@@ -1,0 +1,223 @@
+"""`python -m fercore`: train, resume, evaluate and predict from the command line.
+
+Every failure a user can cause (bad data, a bad checkpoint, a bad option) ends in one readable line on stderr
+and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+
+from fercore.labels import CLASS_NAMES, NUM_CLASSES, SPLIT_NAMES
+
+EPILOG = "CHECKPOINT is a run folder (its best.pt) or a .pt file. With no --data, the shipped data/ file is used."
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m fercore", description=__doc__.splitlines()[0], epilog=EPILOG)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="start a new training run", epilog=EPILOG)
+    train.add_argument("--data", help="fer2013.csv, train.csv, an image folder or .npz (default: shipped demo data)")
+    train.add_argument("--model", default="hw3", help="architecture name (see --list-models)")
+    train.add_argument("--epochs", type=int, default=10)
+    train.add_argument("--out", required=True, help="run folder to create (holds last.pt, best.pt, history.json)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--normalize", default="scale255", help="none, scale255 (/255), standardize, per_image")
+    train.add_argument("--augment", default="none",
+                       help="'none', 'homework', or e.g. 'flip=0.5,shift=0.1,rotate=10,zoom=0.1,erase=0.25'")
+    train.add_argument("--balance", default="none", help="none, weights (loss weights) or sampler (balanced batches)")
+    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--batch-size", type=int, default=128)
+    train.add_argument("--schedule", default="constant", help="constant, cosine or onecycle")
+    train.add_argument("--weight-decay", type=float, default=0.0)
+    train.add_argument("--label-smoothing", type=float, default=0.0)
+    train.add_argument("--val-fraction", type=float, default=0.1,
+                       help="validation share when the data has no Usage column (seeded, stratified)")
+    _add_run_options(train)
+
+    resume = commands.add_parser("resume", help="continue a run from its last.pt", epilog=EPILOG)
+    resume.add_argument("run", metavar="DIR")
+    resume.add_argument("--epochs", type=int, help="the new total number of epochs")
+    resume.add_argument("--data", help="the data the run was trained on, if it moved")
+    _add_run_options(resume)
+
+    evaluate = commands.add_parser("evaluate", help="accuracy, per-class metrics, confusion matrix", epilog=EPILOG)
+    evaluate.add_argument("checkpoint", metavar="CHECKPOINT")
+    evaluate.add_argument("--data")
+    evaluate.add_argument("--split", default="PrivateTest", help=f"{', '.join(SPLIT_NAMES)} or all")
+    evaluate.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+
+    predict = commands.add_parser("predict", help="write the course's submission file (id,label)", epilog=EPILOG)
+    predict.add_argument("checkpoint", metavar="CHECKPOINT")
+    predict.add_argument("--data", required=True, help="the course's test.csv (id,feature) or any other format")
+    predict.add_argument("--out", required=True, help="submission CSV to write")
+    predict.add_argument("--tta", action="store_true")
+
+    commands.add_parser("models", help="list the registered architectures")
+    return parser
+
+
+def _add_run_options(parser) -> None:
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (leave one core for the app)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    parser.add_argument("--stop-after", type=int, help=argparse.SUPPRESS)  # stop after N epochs in total (tests)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def progress_printer(quiet: bool):
+    """A training progress callback: a tqdm bar per epoch and one summary line per finished epoch."""
+    from tqdm import tqdm
+
+    bar = None
+
+    def on_progress(p):
+        nonlocal bar
+        if quiet:
+            if p.epoch_done:
+                print(epoch_line(p.record, p.epochs), flush=True)
+            return
+        if bar is None or p.batch == 1:
+            bar = tqdm(total=p.batches, desc=f"epoch {p.epoch}/{p.epochs}", unit="batch", leave=False,
+                       file=sys.stderr)
+        bar.n = p.batch
+        bar.set_postfix(loss=f"{p.train_loss:.3f}", acc=f"{p.train_acc:.3f}", refresh=False)
+        bar.refresh()
+        if p.epoch_done:
+            bar.close()
+            tqdm.write(epoch_line(p.record, p.epochs))
+    return on_progress
+
+
+def epoch_line(r: dict, epochs: int) -> str:
+    return (f"epoch {r['epoch']}/{epochs}  train loss {r['train_loss']:.4f} acc {r['train_acc']:.4f}  "
+            f"val loss {r['val_loss']:.4f} acc {r['val_acc']:.4f}  lr {r['lr']:.2e}  {r['seconds']:.1f}s")
+
+
+def cmd_train(args) -> int:
+    from fercore.training import TrainConfig, new_run
+    from fercore.transforms import AugmentConfig
+
+    presets = {"none": AugmentConfig(), "": AugmentConfig(), "homework": AugmentConfig.homework()}
+    augment = presets.get(args.augment) or AugmentConfig.parse(args.augment)
+    config = TrainConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                         weight_decay=args.weight_decay, schedule=args.schedule,
+                         label_smoothing=args.label_smoothing, normalize=args.normalize,
+                         augment=augment.to_dict(), balance=args.balance, seed=args.seed, threads=args.threads,
+                         device=args.device, data=os.path.abspath(args.data) if args.data else None,
+                         val_fraction=args.val_fraction)
+    trainer = new_run(config, args.out, on_progress=progress_printer(args.quiet))
+    print(f"{trainer.split_note}; model {config.model} on {trainer.device}, {config.epochs} epochs -> {args.out}",
+          flush=True)
+    return run_to_end(trainer, args.stop_after)
+
+
+def cmd_resume(args) -> int:
+    from fercore.training import resumed_run
+
+    overrides = {"threads": args.threads, "device": args.device}
+    if args.data:
+        overrides["data"] = os.path.abspath(args.data)
+    trainer = resumed_run(args.run, epochs=args.epochs, overrides=overrides, on_progress=progress_printer(args.quiet))
+    done, total = len(trainer.history), trainer.config.epochs
+    if done >= total:
+        print(f"{args.run} already has {done} of {total} epochs: pass --epochs N (the new total) to go on")
+        return 0
+    print(f"resuming {args.run} at epoch {done + 1} of {total}; {trainer.split_note}", flush=True)
+    return run_to_end(trainer, args.stop_after)
+
+
+def run_to_end(trainer, stop_after) -> int:
+    trainer.fit(stop_after=stop_after)
+    print(f"done: best val acc {trainer.best_val_acc:.4f}; checkpoints in {trainer.run_dir}")
+    return 0
+
+
+def _load_split(data, split_name):
+    from fercore.data import load_dataset
+    from fercore.labels import split_index
+
+    dataset = load_dataset(data)
+    if split_name.lower() == "all":
+        return dataset
+    subset = dataset.select_split(split_index(split_name))
+    if len(subset) == 0:
+        raise ValueError(f"{dataset.source} has no {split_name} rows")
+    return subset
+
+
+def cmd_evaluate(args) -> int:
+    from fercore.checkpoints import load_model
+    from fercore.evaluation import evaluate_checkpoint
+
+    loaded = load_model(args.checkpoint)
+    dataset = _load_split(args.data, args.split)
+    if dataset.labels is None:
+        raise ValueError(f"{dataset.source} has no labels: use `predict` for unlabeled data")
+    result = evaluate_checkpoint(loaded, dataset, tta=args.tta)
+    if args.json:
+        print(json.dumps(result.to_dict()))
+        return 0
+    print(f"{loaded.path} on {dataset.source} [{args.split}], n={result.n}{', TTA (flip)' if args.tta else ''}")
+    print(f"accuracy {result.accuracy:.4f}\n")
+    print(f"{'class':<9} {'precision':>9} {'recall':>7} {'f1':>6} {'support':>8}")
+    for k in range(NUM_CLASSES):
+        print(f"{CLASS_NAMES[k]:<9} {result.precision[k]:9.3f} {result.recall[k]:7.3f} {result.f1[k]:6.3f} "
+              f"{int(result.support[k]):8d}")
+    print("\nconfusion (rows true, columns predicted)")
+    print(" " * 9 + "".join(f"{n[:7]:>8}" for n in CLASS_NAMES))
+    for k, row in enumerate(result.confusion):
+        print(f"{CLASS_NAMES[k]:<9}" + "".join(f"{int(v):8d}" for v in row))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from fercore.checkpoints import load_model
+    from fercore.evaluation import predict_checkpoint
+
+    loaded = load_model(args.checkpoint)
+    dataset = _load_split(args.data, "all")
+    predictions = predict_checkpoint(loaded, dataset, tta=args.tta)
+    out = Path(args.out)
+    tmp = out.with_name(f".{out.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "label"])
+        writer.writerows(zip(dataset.ids.tolist(), predictions.tolist()))
+    os.replace(tmp, out)
+    print(f"wrote {len(dataset)} predictions to {out}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from fercore.models import build_model, model_names
+
+    for name in model_names():
+        model = build_model(name)
+        print(f"{name:<16} {sum(p.numel() for p in model.parameters()):>10,d} parameters")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "resume": cmd_resume, "evaluate": cmd_evaluate, "predict": cmd_predict,
+            "models": cmd_models}
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from fercore.checkpoints import CheckpointError
+    from fercore.data import DataError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (DataError, CheckpointError, ValueError, FileNotFoundError, PermissionError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the last finished epoch is saved in last.pt", file=sys.stderr)
+        return 130

@@ -1,0 +1,311 @@
+"""The training loop: fit, validate every epoch, keep `last` and `best`, resume exactly.
+
+Exact resume: every source of randomness (shuffling, augmentation, dropout) is reseeded at the start of each
+epoch from (seed, epoch), and the learning rate is a pure function of the step. So an epoch computes the same
+thing whether the run went straight through or was stopped and resumed before it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from fercore import checkpoints
+from fercore.data import DataError, FerDataset, load_dataset
+from fercore.labels import PRIVATE_TEST, PUBLIC_TEST, SPLIT_NAMES, TRAINING
+from fercore.models import build_model
+from fercore.transforms import AugmentConfig, Normalizer, augment_batch, balanced_sample_weights, class_weights
+
+SCHEDULES = ("constant", "cosine", "onecycle")
+BALANCE_MODES = ("none", "weights", "sampler")
+HISTORY_FILE, PROGRESS_FILE, CONFIG_FILE = "history.json", "progress.json", "config.json"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run. Defaults follow the homework: Adam, lr 1e-3, batch 128, /255."""
+
+    model: str = "hw3"
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    label_smoothing: float = 0.0
+    normalize: str = "scale255"
+    augment: dict = field(default_factory=dict)
+    balance: str = "none"
+    seed: int = 0
+    threads: int = 2
+    device: str = "auto"
+    data: str | None = None  # None: the shipped PublicTest+PrivateTest file (demo mode)
+    val_fraction: float = 0.1
+
+    def validate(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}: choose one of {', '.join(SCHEDULES)}")
+        if self.balance not in BALANCE_MODES:
+            raise ValueError(f"unknown balance {self.balance!r}: choose one of {', '.join(BALANCE_MODES)}")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("epochs and batch size must be at least 1 and lr above 0")
+        build_model(self.model)  # raises a ValueError naming the known models
+        AugmentConfig.from_dict(self.augment)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class Progress:
+    """What a progress callback receives, several times per epoch and once at each epoch's end."""
+
+    epoch: int  # 1-based, the epoch in progress
+    epochs: int
+    batch: int
+    batches: int
+    elapsed_s: float  # since this process started training
+    eta_s: float | None
+    train_loss: float
+    train_acc: float
+    epoch_done: bool = False
+    record: dict | None = None  # the history record, when epoch_done
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
+    """The learning rate at a global step, as a pure function (so a resumed run needs no scheduler state)."""
+    t = min(step / max(total_steps, 1), 1.0)
+    if config.schedule == "cosine":
+        return config.lr * 0.5 * (1 + math.cos(math.pi * t))
+    if config.schedule == "onecycle":  # 30% warm-up from lr/25, then cosine down to lr/1e4 (as PyTorch's OneCycleLR)
+        warm = 0.3
+        if t < warm:
+            return config.lr * (1 / 25 + (1 - 1 / 25) * 0.5 * (1 - math.cos(math.pi * t / warm)))
+        return config.lr * (1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * (t - warm) / (1 - warm))))
+    return config.lr
+
+
+def split_roles(dataset: FerDataset) -> tuple[FerDataset, FerDataset, str]:
+    """Training and validation sets, and a sentence saying which splits they are.
+
+    The shipped file has no Training rows: its demo trains on PublicTest and validates on PrivateTest.
+    """
+    if dataset.labels is None:
+        raise DataError(f"{dataset.source}: has no labels, so it cannot be trained on (is it a test.csv?)")
+    has = {code: bool((dataset.split == code).any()) for code in (TRAINING, PUBLIC_TEST, PRIVATE_TEST)}
+    if has[TRAINING]:
+        val_code = PUBLIC_TEST if has[PUBLIC_TEST] else PRIVATE_TEST
+        train, val = dataset.select_split(TRAINING), dataset.select_split(val_code)
+        note = f"training on {SPLIT_NAMES[TRAINING]} ({len(train)}), validating on {SPLIT_NAMES[val_code]} ({len(val)})"
+    elif has[PUBLIC_TEST] and has[PRIVATE_TEST]:
+        train, val = dataset.select_split(PUBLIC_TEST), dataset.select_split(PRIVATE_TEST)
+        note = (f"demo: this data has no Training split, so training on PublicTest ({len(train)}) "
+                f"and validating on PrivateTest ({len(val)})")
+    else:
+        raise DataError(f"{dataset.source}: needs a Training split or both PublicTest and PrivateTest")
+    if len(val) == 0:
+        raise DataError(f"{dataset.source}: the validation split is empty")
+    return train, val, note
+
+
+class Trainer:
+    """One run folder: builds or restores model, optimizer and history, then trains epoch by epoch."""
+
+    def __init__(self, run_dir, config: TrainConfig, state: dict | None = None,
+                 dataset: FerDataset | None = None, on_progress: Callable[[Progress], None] | None = None):
+        self.run_dir = Path(run_dir)
+        self.config = config
+        self.on_progress = on_progress
+        config.validate()
+        if config.threads > 0:
+            torch.set_num_threads(config.threads)
+        self.device = pick_device(config.device)
+        self.dataset = dataset if dataset is not None else load_dataset(config.data, val_fraction=config.val_fraction,
+                                                                         seed=config.seed)
+        self.train_set, self.val_set, self.split_note = split_roles(self.dataset)
+        self._setup(state)
+
+    def _setup(self, state: dict | None) -> None:
+        c = self.config
+        torch.manual_seed(c.seed)
+        self.model = build_model(c.model).to(self.device).to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        self.augment = AugmentConfig.from_dict(c.augment)
+        train_labels = torch.as_tensor(self.train_set.labels)
+        weights = class_weights(train_labels).to(self.device) if c.balance == "weights" else None
+        self.loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=c.label_smoothing)
+        self.sample_weights = balanced_sample_weights(train_labels) if c.balance == "sampler" else None
+        self.train_x = torch.as_tensor(self.train_set.pixels).to(self.device)
+        self.train_y = train_labels.to(self.device)
+        self.val_x = torch.as_tensor(self.val_set.pixels).to(self.device)
+        self.val_y = torch.as_tensor(self.val_set.labels).to(self.device)
+        self.fingerprint = self.dataset.fingerprint()
+        if state is None:
+            self.normalizer = Normalizer.fit(c.normalize, self.train_set.pixels)
+            self.history, self.best_val_acc = [], -1.0
+        else:
+            if state.get("data_fingerprint") != self.fingerprint:
+                raise DataError(f"{self.dataset.source}: the data differs from the data this run was trained on "
+                                f"(fingerprint {self.fingerprint} != {state.get('data_fingerprint')})")
+            self.normalizer = Normalizer.from_dict(state["normalizer"])
+            self.model.load_state_dict(state["model_state"])
+            self.optimizer.load_state_dict(state["optimizer_state"])
+            self.history = list(state["history"])
+            self.best_val_acc = max((h["val_acc"] for h in self.history), default=-1.0)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.train_set) / self.config.batch_size)
+
+    def _epoch_order(self, generator: torch.Generator) -> torch.Tensor:
+        n = len(self.train_set)
+        if self.sample_weights is not None:  # class-balanced: draw with replacement, rare classes more often
+            return torch.multinomial(self.sample_weights, n, replacement=True, generator=generator)
+        return torch.randperm(n, generator=generator)
+
+    def train_epoch(self, epoch: int, started: float) -> dict:
+        """Train epoch `epoch` (0-based) and return its history record."""
+        c, t0 = self.config, time.time()
+        torch.manual_seed(c.seed * 1_000_003 + epoch)  # dropout and any other global randomness
+        generator = torch.Generator().manual_seed(c.seed * 1_000_003 + epoch)
+        aug_generator = torch.Generator(device=self.device).manual_seed(c.seed * 7919 + epoch)
+        order = self._epoch_order(generator).to(self.device)
+        self.model.train()
+        total_loss, correct, seen = 0.0, 0, 0
+        batches, total_steps = self.steps_per_epoch, self.steps_per_epoch * c.epochs
+        for b in range(batches):
+            idx = order[b * c.batch_size:(b + 1) * c.batch_size]
+            lr = learning_rate(c, epoch * batches + b, total_steps)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            x = augment_batch(self.normalizer(self.train_x[idx]), self.augment, aug_generator)
+            x = x.contiguous(memory_format=torch.channels_last)
+            y = self.train_y[idx]
+            logits = self.model(x)
+            loss = self.loss_fn(logits, y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            total_loss += loss.item() * len(idx)
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += len(idx)
+            self._report(epoch, b + 1, batches, started, t0, total_loss / seen, correct / seen)
+        val_loss, val_acc = self.validate()
+        return {"epoch": epoch + 1, "train_loss": total_loss / seen, "train_acc": correct / seen,
+                "val_loss": val_loss, "val_acc": val_acc, "lr": lr, "seconds": time.time() - t0}
+
+    @torch.inference_mode()
+    def validate(self, batch_size: int = 512) -> tuple[float, float]:
+        self.model.eval()
+        loss_fn = nn.CrossEntropyLoss(reduction="sum")
+        total, correct = 0.0, 0
+        for i in range(0, len(self.val_x), batch_size):
+            x = self.normalizer(self.val_x[i:i + batch_size]).contiguous(memory_format=torch.channels_last)
+            y = self.val_y[i:i + batch_size]
+            logits = self.model(x)
+            total += loss_fn(logits, y).item()
+            correct += (logits.argmax(1) == y).sum().item()
+        return total / len(self.val_x), correct / len(self.val_x)
+
+    def _report(self, epoch, batch, batches, started, epoch_t0, loss, acc, record=None) -> None:
+        per_batch = (time.time() - epoch_t0) / max(batch, 1)
+        remaining = (batches - batch) + batches * (self.config.epochs - epoch - 1)
+        progress = Progress(epoch=epoch + 1, epochs=self.config.epochs, batch=batch, batches=batches,
+                            elapsed_s=time.time() - started, eta_s=per_batch * remaining,
+                            train_loss=loss, train_acc=acc, epoch_done=record is not None, record=record)
+        # The progress file lets any viewer (the app, another tab, another process) follow the run.
+        if record is not None or time.time() - self._progress_written >= 1.0:
+            write_json(self.run_dir / PROGRESS_FILE, {**asdict(progress), "updated": time.time()})
+            self._progress_written = time.time()
+        if self.on_progress is not None:
+            self.on_progress(progress)
+
+    def state(self) -> dict:
+        """Everything a checkpoint holds, as tensors and plain values (loadable with weights_only=True)."""
+        return {"model_name": self.config.model,
+                "model_state": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                "optimizer_state": self.optimizer.state_dict(),
+                "scheduler_state": {"schedule": self.config.schedule, "step": len(self.history) * self.steps_per_epoch},
+                "epoch": len(self.history), "history": self.history, "config": asdict(self.config),
+                "normalizer": self.normalizer.to_dict(), "data_fingerprint": self.fingerprint,
+                "rng_state": {"torch": torch.get_rng_state()}, "split_note": self.split_note}
+
+    def fit(self, stop_after: int | None = None) -> list[dict]:
+        """Train from the current epoch to config.epochs (or stop after `stop_after` epochs in total)."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._progress_written = 0.0
+        write_json(self.run_dir / CONFIG_FILE, asdict(self.config))
+        started = time.time()
+        end = self.config.epochs if stop_after is None else min(stop_after, self.config.epochs)
+        for epoch in range(len(self.history), end):
+            record = self.train_epoch(epoch, started)
+            self.history.append(record)
+            state = self.state()
+            checkpoints.save_checkpoint(state, self.run_dir / checkpoints.LAST)
+            if record["val_acc"] > self.best_val_acc:
+                self.best_val_acc = record["val_acc"]
+                checkpoints.save_checkpoint(state, self.run_dir / checkpoints.BEST)
+            write_json(self.run_dir / HISTORY_FILE, self.history)
+            self._report(epoch, self.steps_per_epoch, self.steps_per_epoch, started, time.time(),
+                         record["train_loss"], record["train_acc"], record=record)
+        return self.history
+
+
+def write_json(path: Path, value) -> None:
+    """Atomic small-file write, so a reader (the app) never sees half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(value, indent=1))
+    os.replace(tmp, path)
+
+
+def new_run(config: TrainConfig, run_dir, *, dataset: FerDataset | None = None, on_progress=None) -> Trainer:
+    """A Trainer for a new run in `run_dir`, which must not hold a run yet."""
+    run_dir = Path(run_dir)
+    if (run_dir / checkpoints.LAST).exists():
+        raise checkpoints.CheckpointError(f"{run_dir} already holds a run: resume it, or choose another folder")
+    return Trainer(run_dir, config, dataset=dataset, on_progress=on_progress)
+
+
+def resumed_run(run_dir, *, epochs: int | None = None, overrides: dict | None = None,
+                dataset: FerDataset | None = None, on_progress=None) -> Trainer:
+    """A Trainer restored from a run folder's last.pt. `epochs` is the new total; `overrides` may change
+    where the data lives, the threads or the device (nothing that would change the result)."""
+    run_dir = Path(run_dir)
+    state = checkpoints.read_checkpoint(run_dir / checkpoints.LAST)
+    config = TrainConfig.from_dict(state["config"])
+    if epochs is not None:
+        config.epochs = epochs
+    for key, value in (overrides or {}).items():
+        if key not in ("data", "threads", "device"):
+            raise ValueError(f"resume cannot change {key!r}: start a new run instead")
+        setattr(config, key, value)
+    return Trainer(run_dir, config, state=state, dataset=dataset, on_progress=on_progress)
+
+
+def train(config: TrainConfig, run_dir, *, dataset=None, on_progress=None, stop_after=None) -> Trainer:
+    """Start a new run and train it to config.epochs."""
+    trainer = new_run(config, run_dir, dataset=dataset, on_progress=on_progress)
+    trainer.fit(stop_after=stop_after)
+    return trainer
+
+
+def resume(run_dir, *, epochs=None, dataset=None, on_progress=None, stop_after=None) -> Trainer:
+    """Continue a run from its last.pt up to `epochs` in total (None keeps the original)."""
+    trainer = resumed_run(run_dir, epochs=epochs, dataset=dataset, on_progress=on_progress)
+    trainer.fit(stop_after=stop_after)
+    return trainer

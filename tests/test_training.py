@@ -1,0 +1,198 @@
+"""Training: history, best/last checkpoints, exact resume, safe and atomic checkpoints."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from fercore import checkpoints
+from fercore.checkpoints import CheckpointError, load_model, read_checkpoint, save_checkpoint
+from fercore.data import load_dataset
+from fercore.training import TrainConfig, learning_rate, resume, train
+
+from fixtures import ROOT, tiny_fer_csv
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return load_dataset(tiny_fer_csv(tmp_path_factory.mktemp("data")), cache=False)
+
+
+def small_config(**overrides) -> TrainConfig:
+    base = dict(model="hw3", epochs=4, batch_size=16, threads=1, device="cpu", seed=3,
+                augment={"flip": 0.5, "shift": 0.1, "rotate": 5.0, "zoom": 0.1, "erase": 0.25})
+    return TrainConfig(**{**base, **overrides})
+
+
+def weights(run_dir):
+    return read_checkpoint(run_dir / checkpoints.LAST)["model_state"]
+
+
+def assert_same_weights(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), f"{key} differs"
+
+
+@pytest.mark.parametrize("schedule", ["constant", "onecycle"])
+def test_stopped_and_resumed_run_equals_straight_run(tiny_data, tmp_path, schedule):
+    config = small_config(schedule=schedule)
+    train(config, tmp_path / "straight", dataset=tiny_data)
+    train(small_config(schedule=schedule), tmp_path / "stopped", dataset=tiny_data, stop_after=2)
+    assert len(read_checkpoint(tmp_path / "stopped" / "last.pt")["history"]) == 2
+    resume(tmp_path / "stopped", dataset=tiny_data)
+    assert_same_weights(weights(tmp_path / "straight"), weights(tmp_path / "stopped"))
+    straight = read_checkpoint(tmp_path / "straight" / "last.pt")
+    resumed = read_checkpoint(tmp_path / "stopped" / "last.pt")
+    for key in ("train_loss", "val_loss", "val_acc", "lr"):
+        assert [h[key] for h in straight["history"]] == [h[key] for h in resumed["history"]]
+
+
+def test_resume_to_a_new_total_equals_training_that_long(tiny_data, tmp_path):
+    """`resume DIR --epochs 4` after a finished 2-epoch run (constant lr) equals 4 epochs straight."""
+    train(small_config(epochs=4), tmp_path / "four", dataset=tiny_data)
+    train(small_config(epochs=2), tmp_path / "two", dataset=tiny_data)
+    resume(tmp_path / "two", epochs=4, dataset=tiny_data)
+    assert_same_weights(weights(tmp_path / "four"), weights(tmp_path / "two"))
+
+
+def test_history_best_and_checkpoint_contents(tiny_data, tmp_path):
+    trainer = train(small_config(epochs=3, augment={}), tmp_path / "run", dataset=tiny_data)
+    last = read_checkpoint(tmp_path / "run" / "last.pt")
+    best = read_checkpoint(tmp_path / "run" / "best.pt")
+    history = last["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    for record in history:
+        assert set(record) >= {"train_loss", "train_acc", "val_loss", "val_acc", "seconds", "lr"}
+        assert 0 <= record["val_acc"] <= 1 and record["seconds"] > 0
+    best_epoch = max(range(3), key=lambda i: (history[i]["val_acc"], -i))
+    assert best["epoch"] == best_epoch + 1
+    for key in ("optimizer_state", "scheduler_state", "rng_state", "config", "normalizer", "data_fingerprint"):
+        assert key in last
+    assert last["data_fingerprint"] == tiny_data.fingerprint()
+    assert trainer.history[-1]["train_loss"] < trainer.history[0]["train_loss"] * 1.5
+    loaded = load_model(tmp_path / "run")  # a folder means its best.pt
+    assert loaded.path.endswith("best.pt") and not loaded.model.training
+    logits = loaded.model(loaded.preprocess(tiny_data.pixels[:5]))
+    assert logits.shape == (5, 7)
+
+
+def test_training_learns_a_learnable_task(tiny_data, tmp_path):
+    trainer = train(small_config(epochs=6, augment={}, lr=3e-3), tmp_path / "learn", dataset=tiny_data)
+    assert max(h["val_acc"] for h in trainer.history) >= 0.6
+
+
+def test_learning_rate_schedules():
+    c = TrainConfig(lr=1.0, schedule="cosine")
+    assert learning_rate(c, 0, 100) == pytest.approx(1.0) and learning_rate(c, 100, 100) == pytest.approx(0.0)
+    c = TrainConfig(lr=1.0, schedule="onecycle")
+    peak = max(learning_rate(c, s, 100) for s in range(101))
+    assert learning_rate(c, 0, 100) == pytest.approx(1 / 25) and peak == pytest.approx(1.0)
+    assert learning_rate(c, 100, 100) < 1e-3
+
+
+def test_starting_over_an_existing_run_is_refused(tiny_data, tmp_path):
+    train(small_config(epochs=1), tmp_path / "run", dataset=tiny_data)
+    with pytest.raises(CheckpointError, match="already holds a run"):
+        train(small_config(epochs=1), tmp_path / "run", dataset=tiny_data)
+
+
+# --- checkpoint safety -------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def good_run(tiny_data, tmp_path_factory):
+    run = tmp_path_factory.mktemp("good") / "run"
+    train(small_config(epochs=1, augment={}), run, dataset=tiny_data)
+    return run
+
+
+def test_truncated_checkpoint_is_a_clear_error(good_run, tmp_path):
+    data = (good_run / "last.pt").read_bytes()
+    bad = tmp_path / "truncated.pt"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated.pt"):
+        load_model(bad)
+
+
+def test_foreign_torch_file_is_refused(tmp_path):
+    path = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {"w": torch.zeros(3)}}, path)
+    with pytest.raises(CheckpointError, match="not a fercore checkpoint"):
+        load_model(path)
+
+
+def test_wrong_architecture_is_refused(good_run, tmp_path):
+    state = read_checkpoint(good_run / "last.pt")
+    state["model_state"] = {k: v for k, v in list(state["model_state"].items())[:-2]}
+    path = tmp_path / "wrong.pt"
+    save_checkpoint(state, path)
+    with pytest.raises(CheckpointError, match="do not fit architecture"):
+        load_model(path)
+
+
+class RunsCode:
+    def __reduce__(self):
+        return (os.system, (f"touch {os.environ['FERCORE_PWNED']}",))
+
+
+def test_pickle_that_would_run_code_is_refused(tmp_path, monkeypatch):
+    marker = tmp_path / "pwned"
+    monkeypatch.setenv("FERCORE_PWNED", str(marker))
+    path = tmp_path / "evil.pt"
+    torch.save({"format": checkpoints.FORMAT, "model_state": RunsCode()}, path)
+    with pytest.raises(CheckpointError, match="not a safe fercore checkpoint"):
+        load_model(path)
+    assert not marker.exists()
+    with open(tmp_path / "evil.pkl", "wb") as f:
+        pickle.dump(RunsCode(), f)
+    with pytest.raises(CheckpointError):
+        load_model(tmp_path / "evil.pkl")
+    assert not marker.exists()
+
+
+def test_failed_write_keeps_the_previous_checkpoint(good_run, tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    path.write_bytes((good_run / "last.pt").read_bytes())
+    before = path.read_bytes()
+
+    def disk_full(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(CheckpointError, match="No space left on device"):
+        save_checkpoint({"epoch": 2}, path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temp file left behind
+
+
+def test_checkpoint_survives_sigkill_during_saves(tmp_path):
+    """Kill a process that keeps rewriting a checkpoint at random moments: the file is always a whole one."""
+    path = tmp_path / "ckpt.pt"
+    script = textwrap.dedent(f"""
+        import torch, itertools
+        from fercore.checkpoints import save_checkpoint
+        for i in itertools.count():
+            save_checkpoint({{"epoch": i, "w": torch.full((1_000_000,), float(i))}}, {str(path)!r})
+            print(i, flush=True)
+    """)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        child.stdout.readline()  # at least one save finished
+        delay = 0.02 + 0.2 * torch.rand(1, generator=generator).item()
+        try:
+            child.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            child.kill()
+        child.wait()
+        state = read_checkpoint(path)
+        assert torch.equal(state["w"], torch.full((1_000_000,), float(state["epoch"])))
