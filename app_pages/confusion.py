@@ -1,0 +1,119 @@
+"""Confusion: the matrix as a clickable grid; a cell's faces, most confident first; its mean face and saliency."""
+
+import streamlit as st
+
+from ui import analysis, guards, keys, nav, sidebar, sources
+from ui.errors import shown_errors
+
+st.title("Confusion")
+selection = sidebar.selection()
+guards.need_checkpoint(selection)
+data = guards.need_data(selection, labels=True)
+
+from fercore import render  # noqa: E402 -- after the first paint
+from fercore.labels import CLASS_NAMES, FERPLUS_COLUMNS  # noqa: E402
+
+PAGE_SIZE, COLUMNS = 24, 8
+
+
+def on_cell_click() -> None:
+    """The chart's selection callback: a click on a cell selects it (a click that deselects keeps the cell)."""
+    points = st.session_state[keys.CONFUSION_CHART].selection.points
+    if points:
+        st.session_state[keys.CELL] = render.cell_from_point(points[0])
+        st.session_state[keys.GALLERY_PAGE] = 1
+
+
+def inspect(index: int) -> None:
+    st.session_state[keys.IMAGE] = int(index)
+
+
+def matrix_section(result, normalized: bool) -> None:
+    figure = render.confusion_figure(result.confusion, normalized=normalized)
+    left, right = st.columns([3, 2], gap="large")
+    with left:
+        st.plotly_chart(figure, key=keys.CONFUSION_CHART, on_select=on_cell_click, selection_mode="points",
+                        width="content", config={"displayModeBar": False})
+    with right:
+        st.markdown("**Per class**")
+        st.dataframe(analysis.metrics_table(result), hide_index=True)
+        st.caption("Click a cell of the matrix to see its faces below.")
+
+
+def votes_text(votes) -> str:
+    top = sorted(((int(v), name) for v, name in zip(votes, FERPLUS_COLUMNS) if v), reverse=True)[:3]
+    return "FER+ " + ", ".join(f"{name} {v}" for v, name in top) if top else "FER+ no votes"
+
+
+def gallery(true: int, pred: int, cell) -> None:
+    count = len(cell.indices)
+    st.subheader(f"True {CLASS_NAMES[true]}, predicted {CLASS_NAMES[pred]}: {count} image{'s' * (count != 1)}")
+    if count == 0:
+        st.caption("No image falls in this cell.")
+        return
+    st.caption("Most confident first. Click **Inspect** under a face to see where the model looks.")
+    pages = (count + PAGE_SIZE - 1) // PAGE_SIZE
+    page = st.session_state.get(keys.GALLERY_PAGE) or 1
+    st.session_state[keys.GALLERY_PAGE] = min(max(page, 1), pages)
+    if pages > 1:
+        page = st.pagination(pages, key=keys.GALLERY_PAGE)
+    else:
+        page = 1
+    start = (page - 1) * PAGE_SIZE
+    shown = list(range(start, min(start + PAGE_SIZE, count)))
+    for row in range(0, len(shown), COLUMNS):
+        for column, k in zip(st.columns(COLUMNS), shown[row:row + COLUMNS]):
+            index = int(cell.indices[k])
+            probs = cell.probabilities[k]
+            with column:
+                st.image(render.upscale(data.pixels[index], 2), width="stretch")
+                ranked = probs.argsort()[::-1][:2]
+                st.caption(" · ".join(f"{CLASS_NAMES[c]} {probs[c]:.0%}" for c in ranked)
+                           + (f"  \n{votes_text(data.ferplus_votes[index])}" if data.ferplus_votes is not None
+                              else ""))
+                if st.button("Inspect", key=f"w_pick_{index}", on_click=inspect, args=(index,),
+                             icon=":material/center_focus_strong:"):
+                    st.switch_page(nav.INSPECT)
+
+
+def means_section(s, true: int, pred: int, tta: bool) -> None:
+    with st.spinner("Averaging the cell's faces and saliency…"):
+        face, saliency = analysis.cell_means(s, true, pred, tta)
+    if face is None:
+        return
+    face = render.to_uint8(face, 0, 255)
+    c1, c2, c3 = st.columns(3)
+    c1.image(render.upscale(face, 3), caption="mean face")
+    c2.image(render.upscale(render.heatmap(saliency), 3), caption="mean saliency")
+    c3.image(render.upscale(render.overlay(face, saliency), 3), caption="overlay")
+
+
+scope = None
+with shown_errors("load the checkpoint"):
+    scope = analysis.scope(selection)
+if scope is None:
+    st.stop()
+
+c1, c2, _ = st.columns([1, 1, 2])
+normalized = c1.toggle("Row-normalized", key=keys.NORMALIZED, persist_state="session",
+                       help="Each row as shares of its true class, instead of image counts")
+tta = c2.toggle("Flip TTA", key=keys.TTA, persist_state="session",
+                help="Test-time augmentation: average the probabilities of each face and its mirror image")
+with shown_errors("evaluate the checkpoint"):
+    with st.spinner(f"Evaluating on {len(data)} images (once per checkpoint and data, shared by every session)…"):
+        result = analysis.evaluation(scope, tta)
+    st.caption(f"{sources.checkpoint_label(selection.checkpoint)} on {selection.data.label}, "
+               f"{selection.split}: {len(result):,} images, accuracy **{result.accuracy:.1%}**, "
+               f"macro F1 {result.macro_f1:.3f} ({result.tta_note})")
+    matrix_section(result, normalized)
+
+    cell = st.session_state.get(keys.CELL)
+    if cell is not None:
+        true, pred = (int(v) for v in cell)
+        top, side = st.columns([4, 1], gap="large")
+        with top:
+            gallery(true, pred, analysis.cell_images(scope, true, pred, tta))
+        with side:
+            st.markdown("**The cell on average**")
+            with shown_errors("average the cell"):
+                means_section(scope, true, pred, tta)

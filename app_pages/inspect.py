@@ -1,0 +1,97 @@
+"""Inspect: one face large, where the model looks (the homework's heatmap and mask), and what it predicts."""
+
+import streamlit as st
+
+from ui import analysis, figures, guards, keys, nav, sidebar
+from ui.errors import shown_errors
+
+st.title("Inspect")
+selection = sidebar.selection()
+guards.need_checkpoint(selection)
+data = guards.need_data(selection)
+
+from fercore import render  # noqa: E402 -- after the first paint
+from fercore.labels import CLASS_NAMES  # noqa: E402
+
+METHODS = {"gradient": "Gradient", "smoothgrad": "SmoothGrad", "integrated_gradients": "Integrated Gradients",
+           "gradcam": "Grad-CAM"}
+TARGETS = {"predicted": "Predicted class", "true": "True class", "class": "Any class", "contrast": "Contrast A − B"}
+CLASSES = list(range(len(CLASS_NAMES)))
+
+
+def pick_image() -> int:
+    """The selected image (from the Confusion gallery, or typed here), kept in keys.IMAGE."""
+    index = st.session_state.get(keys.IMAGE)
+    if index is None or not 0 <= index < len(data):
+        index = 0
+    st.session_state["w_inspect_index"] = index
+    picked = st.number_input(f"Image (0 – {len(data) - 1} of {selection.split})", 0, len(data) - 1,
+                             key="w_inspect_index", help="Or click an image on the Confusion page")
+    st.session_state[keys.IMAGE] = int(picked)
+    return int(picked)
+
+
+def method_controls() -> tuple[str, analysis.TargetSpec, dict, float]:
+    c1, c2, c3 = st.columns([1.2, 1.5, 1.3])
+    method = c1.selectbox("Method", list(METHODS), format_func=METHODS.get, key=keys.METHOD,
+                          persist_state="session")
+    options: dict = {}
+    if method == "smoothgrad":
+        options["samples"] = c1.slider("Samples", 5, 100, 25, 5, key="w_sg_samples", persist_state="session")
+        options["noise_level"] = c1.slider("Noise level", 0.0, 0.5, 0.15, 0.01, key="w_sg_noise",
+                                           persist_state="session")
+    elif method == "integrated_gradients":
+        options["baseline"] = c1.selectbox("Baseline", ["black", "mean", "blur"], key="w_ig_baseline",
+                                           persist_state="session")
+        options["steps"] = c1.slider("Steps", 8, 128, 32, 8, key="w_ig_steps", persist_state="session")
+    elif method == "gradcam":
+        layers = analysis.layer_names(scope)
+        options["layer"] = c1.selectbox("Layer", layers, index=len(layers) - 1, key="w_gc_layer")
+    mode = c2.selectbox("Target", list(TARGETS), format_func=TARGETS.get, key=keys.TARGET_MODE,
+                        persist_state="session")
+    a = b = 0
+    if mode in ("class", "contrast"):
+        a = c2.selectbox("Class A" if mode == "contrast" else "Class", CLASSES, format_func=CLASS_NAMES.__getitem__,
+                         key=keys.CONTRAST_A if mode == "contrast" else keys.TARGET_CLASS, persist_state="session")
+    if mode == "contrast":
+        b = c2.selectbox("Class B", CLASSES, index=4, format_func=CLASS_NAMES.__getitem__, key=keys.CONTRAST_B,
+                         persist_state="session")
+    threshold = c3.slider("Mask threshold", 0.0, 1.0, 0.5, 0.05, key=keys.THRESHOLD, persist_state="session",
+                          help="The mask keeps the pixels whose normalized saliency is at least this")
+    return method, analysis.TargetSpec(mode, int(a), int(b)), options, threshold
+
+
+def describe(result: analysis.ImageAnalysis) -> str:
+    predicted = int(result.probabilities.argmax())
+    text = f"Image {result.image_id} · predicted **{CLASS_NAMES[predicted]}** ({result.probabilities[predicted]:.0%})"
+    if result.label is not None:
+        text += f" · true **{CLASS_NAMES[result.label]}**"
+    return text
+
+
+scope = None
+with shown_errors("load the checkpoint"):
+    scope = analysis.scope(selection)
+if scope is None:
+    st.stop()
+
+index = pick_image()
+method, target, options, threshold = method_controls()
+with shown_errors("compute the saliency map"):
+    result = analysis.image_analysis(scope, index, method, target, options)
+    panels = figures.saliency_panels(result.pixels, result.saliency, threshold)
+    st.markdown(describe(result))
+    columns = st.columns(4)
+    for column, (title, image) in zip(columns, panels.items()):
+        column.image(render.upscale(image, 6), caption=title, width="stretch")
+    st.download_button("Download PNG", figures.panels_png(panels), file_name=f"saliency_{result.image_id}_"
+                       f"{method}.png", mime="image/png", icon=":material/download:", key="w_inspect_download")
+    left, right = st.columns(2)
+    left.plotly_chart(render.probability_bars(result.probabilities, true=result.label, title="Probabilities"),
+                      key="inspect_probabilities")
+    if result.votes is not None:
+        right.plotly_chart(render.ferplus_vote_bars(result.votes), key="inspect_votes")
+    else:
+        right.caption("No FER+ votes for this data (the shipped file and fer2013.npz carry them).")
+
+st.page_link(nav.CONFUSION, label="Back to the confusion matrix", icon=":material/grid_on:")

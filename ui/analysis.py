@@ -1,0 +1,244 @@
+"""The app's calls into fercore's analysis, cached and shared across sessions.
+
+Each function takes plain hashable arguments (paths, keys, names, numbers) so Streamlit's caches can key on them,
+sets the torch thread count for the moment (one thread while a job trains), and holds the model's lock while it
+hooks into the shared model.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import streamlit as st
+
+from ui import loaders, sources
+from ui.shared import shared_results
+from ui.sidebar import Selection
+from ui.threads import use_app_threads
+
+
+@dataclass(frozen=True)
+class Scope:
+    """A checkpoint, data and split: what every analysis result depends on, as cache keys."""
+
+    checkpoint: str
+    model_key: str
+    data: sources.DataChoice
+    split: str
+
+    @property
+    def key(self) -> tuple:
+        return self.model_key, self.data.key, self.split
+
+
+def scope(selection: Selection) -> Scope:
+    loaded = loaders.model(selection.checkpoint)
+    return Scope(selection.checkpoint, loaded.key, selection.data, selection.split)
+
+
+def _loaded(s: Scope):
+    return loaders.model(s.checkpoint)
+
+
+def _images(s: Scope):
+    return loaders.split_dataset(Selection(s.checkpoint, s.data, s.split))
+
+
+# ------------------------------------------------------------------------------------------------ saliency
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """Which score to explain: mode "predicted", "true", "class" (class_a) or "contrast" (class_a - class_b)."""
+
+    mode: str = "predicted"
+    class_a: int = 0
+    class_b: int = 0
+
+    def build(self, true_label: int | None):
+        from fercore.saliency import Target
+
+        if self.mode == "predicted":
+            return Target.predicted()
+        if self.mode == "true":
+            if true_label is None:
+                raise ValueError("this image has no label: choose another target")
+            return Target.cls(int(true_label))
+        if self.mode == "class":
+            return Target.cls(self.class_a)
+        if self.mode == "contrast":
+            return Target.contrast(Target.cls(self.class_a), Target.cls(self.class_b))
+        raise ValueError(f"unknown target {self.mode!r}")
+
+
+@dataclass
+class ImageAnalysis:
+    pixels: np.ndarray         # uint8 (48, 48)
+    saliency: np.ndarray       # float32 (48, 48)
+    probabilities: np.ndarray  # float32 (7,)
+    label: int | None
+    votes: np.ndarray | None   # uint8 (10,) FER+ votes, when known
+    image_id: str
+
+
+def _method_options(loaded, method: str, options: tuple) -> dict:
+    opts = dict(options)
+    if method == "integrated_gradients" and opts.get("baseline") == "black":
+        opts["baseline"] = loaded.preprocess(np.zeros((1, 48, 48), np.uint8))  # the all-black picture
+    return opts
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _image_analysis(key: tuple, _s: Scope, index: int, method: str, target: TargetSpec, options: tuple):
+    import torch
+    from fercore.saliency import compute_saliency
+
+    loaded, data = _loaded(_s), _images(_s)
+    if not 0 <= index < len(data):
+        raise ValueError(f"image {index} is not in this split ({len(data)} images)")
+    label = None if data.labels is None else int(data.labels[index])
+    x = loaded.preprocess(data.pixels[index:index + 1])
+    use_app_threads()
+    with loaders.model_lock(loaded):
+        with torch.inference_mode():
+            probabilities = torch.softmax(loaded.model(x), dim=1)[0].numpy()
+        saliency = compute_saliency(method, loaded.model, x, target.build(label),
+                                    **_method_options(loaded, method, options))[0]
+    votes = None if data.ferplus_votes is None else data.ferplus_votes[index]
+    return ImageAnalysis(data.pixels[index], saliency, probabilities, label, votes, str(data.ids[index]))
+
+
+def image_analysis(s: Scope, index: int, method: str, target: TargetSpec, options: dict) -> ImageAnalysis:
+    """One image's saliency map (fercore.saliency), class probabilities and FER+ votes."""
+    return _image_analysis((*s.key, s.checkpoint), s, int(index), method, target, tuple(sorted(options.items())))
+
+
+# ------------------------------------------------------------------------------------------------- filters
+
+def layer_names(s: Scope) -> list[str]:
+    from fercore.models import conv_layers
+
+    return list(conv_layers(_loaded(s).model))
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _input_range(key: tuple, _s: Scope) -> tuple[float, float]:
+    """The model's input value range, from the preprocessed extremes of real faces (valid for every
+    normalization, per-image standardization included): gradient ascent keeps its pixels inside it."""
+    loaded, data = _loaded(_s), _images(_s)
+    pixels = np.concatenate([data.pixels[:256], np.zeros((1, 48, 48), np.uint8), np.full((1, 48, 48), 255, np.uint8)])
+    x = loaded.preprocess(pixels)
+    return float(x.min()), float(x.max())
+
+
+def filter_key(s: Scope, layer: str, filters: tuple | None, params: dict) -> tuple:
+    return ("filters", s.model_key, layer, filters, tuple(sorted(params.items())))
+
+
+def cached_filters(s: Scope, layer: str, filters: tuple | None, params: dict):
+    """The gradient-ascent result if some session computed it already, else None (never computes)."""
+    return shared_results().peek(filter_key(s, layer, filters, params))
+
+
+def visualize_filters(s: Scope, layer: str, filters: tuple | None, params: dict, on_progress=None):
+    """fercore.filters.visualize_filters, computed once per server for these settings (other sessions asking
+    meanwhile follow the same progress). Runs on a private copy of the model: it hooks into modules for seconds,
+    and saliency clicks on the shared model must not wait for it or see its hooks."""
+    from fercore.filters import visualize_filters as ascend
+
+    def compute(report):
+        loaded = _loaded(s)
+        with loaders.model_lock(loaded):
+            model = copy.deepcopy(loaded.model)
+        use_app_threads()
+        steps = params["steps"]
+        report(0.0, f"0 / {steps} steps")
+        return ascend(model, layer, list(filters) if filters else None, value_range=_input_range(s.key, s),
+                      progress=lambda step, total: report(step / total, f"{step} / {total} steps"), **params)
+
+    return shared_results().get(filter_key(s, layer, filters, params), compute, on_progress)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _layer_outputs(key: tuple, _s: Scope, layer: str, index: int) -> np.ndarray:
+    from fercore.filters import layer_outputs
+
+    loaded, data = _loaded(_s), _images(_s)
+    use_app_threads()
+    with loaders.model_lock(loaded):
+        return layer_outputs(loaded.model, loaded.preprocess(data.pixels[index:index + 1]), layer)[0]
+
+
+def layer_outputs(s: Scope, layer: str, index: int) -> np.ndarray:
+    """float32 (C, H, W): every channel of `layer` for image `index` of the split."""
+    return _layer_outputs(s.key, s, layer, int(index))
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def _top_activating(key: tuple, _s: Scope, layer: str, filter_index: int, k: int):
+    from fercore.filters import top_activating
+
+    loaded, data = _loaded(_s), _images(_s)
+    use_app_threads()
+    with loaders.model_lock(loaded):
+        return top_activating(loaded.model, loaded.preprocess(data.pixels), layer, filter_index, k=k)
+
+
+def top_activating(s: Scope, layer: str, filter_index: int, k: int = 8):
+    """fercore.filters.top_activating over the whole split (cached per server)."""
+    return _top_activating(s.key, s, layer, int(filter_index), int(k))
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+
+MEAN_SALIENCY_LIMIT = 128  # the cell's most confident images in its mean saliency (a backward pass each)
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _evaluation(key: tuple, _s: Scope, tta: bool):
+    from fercore.evaluation import evaluate_checkpoint
+
+    use_app_threads()
+    # The split's own rows are the dataset here, so cell indices are positions in the split, as keys.IMAGE is.
+    return evaluate_checkpoint(_loaded(_s), _images(_s), tta=tta)
+
+
+def evaluation(s: Scope, tta: bool = False):
+    """fercore.evaluation's Evaluation of the checkpoint on the split (with flip TTA or not): once per server,
+    and cached on disk by fercore, so reopening the app is instant."""
+    return _evaluation(s.key, s, bool(tta))
+
+
+def metrics_table(result) -> dict:
+    """Per-class precision / recall / F1 / support as columns for st.dataframe."""
+    rows = result.per_class()
+    return {"class": [r["cls"] for r in rows], "precision": [round(r["precision"], 3) for r in rows],
+            "recall": [round(r["recall"], 3) for r in rows], "F1": [round(r["f1"], 3) for r in rows],
+            "images": [r["support"] for r in rows]}
+
+
+def cell_images(s: Scope, true: int, pred: int, tta: bool = False):
+    """The cell's CellImages (split positions and probabilities), most confident first."""
+    return evaluation(s, tta).cell(true, pred)
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _cell_means(key: tuple, _s: Scope, true: int, pred: int, tta: bool):
+    from fercore.evaluation import cell_mean_face, cell_mean_saliency
+
+    loaded, data, result = _loaded(_s), _images(_s), evaluation(_s, tta)
+    face = cell_mean_face(result, data, true, pred)
+    if face is None:
+        return None, None
+    use_app_threads()
+    with loaders.model_lock(loaded):
+        saliency = cell_mean_saliency(result, loaded.model, loaded.normalizer, data, true, pred,
+                                      limit=MEAN_SALIENCY_LIMIT)
+    return face, saliency
+
+
+def cell_means(s: Scope, true: int, pred: int, tta: bool = False):
+    """(mean face float32 0..255, mean vanilla-gradient saliency of its most confident images) of the cell, or
+    (None, None) when it is empty."""
+    return _cell_means(s.key, s, int(true), int(pred), bool(tta))

@@ -1,0 +1,30 @@
+"""Names of the app-owned st.session_state keys. A page that selects something writes it here; the next page and
+the tests read or set the same key. Keys prefixed "w_" belong to widgets."""
+
+# Sidebar widgets
+CHECKPOINT = "w_checkpoint"      # str path of a .pt file or run folder
+DATA_MODE = "w_data_mode"        # one of sidebar.DATA_MODES
+DATA_PATH = "w_data_path"        # str, used when DATA_MODE is "path"
+DATA_UPLOAD = "w_data_upload"    # the uploaded file, when DATA_MODE is "upload"
+SPLIT = "w_split"                # a split name from fercore.labels.SPLIT_NAMES, or "all"
+
+# Selections shared between pages (not widgets: they survive page switches)
+CELL = "cell"                    # (true, predicted) class indices of the clicked confusion cell, or None
+IMAGE = "image"                  # index of the selected image within the current split, or None
+GALLERY_PAGE = "gallery_page"    # 1-based page of the cell gallery
+TRAIN_RUN = "train_run"          # str path of the run folder the Train page follows
+UPLOADED = "uploaded"            # {upload file_id: saved path}, so an upload is written to disk once
+
+# Page widgets whose values the tests drive
+NORMALIZED = "w_normalized"      # confusion: row-normalized instead of counts
+TTA = "w_tta"                    # confusion: flip test-time augmentation
+CONFUSION_CHART = "w_confusion_chart"
+METHOD = "w_method"              # inspect: a fercore.saliency.METHODS key
+TARGET_MODE = "w_target_mode"    # inspect: predicted | true | class | contrast
+TARGET_CLASS = "w_target_class"
+CONTRAST_A = "w_contrast_a"
+CONTRAST_B = "w_contrast_b"
+THRESHOLD = "w_threshold"
+LAYER = "w_layer"                # filters: conv layer name
+FILTER_MODE = "w_filter_mode"    # filters: "grid" or "one"
+FILTER_INDEX = "w_filter_index"

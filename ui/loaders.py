@@ -1,0 +1,72 @@
+"""Cached loaders: each heavy result is computed once per server and shared by every session (a class of ten
+opens the same checkpoint and data). Keys include the file's mtime and size, so a retrained best.pt is reloaded."""
+
+from __future__ import annotations
+
+import threading
+
+import streamlit as st
+
+from ui import sources
+from ui.sidebar import Selection
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+@st.cache_resource(show_spinner="Reading the data…", max_entries=6)
+def _dataset(path: str | None, stamp: tuple):
+    from fercore.data import load_dataset
+
+    return load_dataset(path)
+
+
+def dataset(choice: sources.DataChoice):
+    """The whole FerDataset the sidebar chose (DataError if it cannot be read)."""
+    path = choice.path
+    return _dataset(path, sources.stamp(path or sources.default_data_path()))
+
+
+@st.cache_resource(show_spinner=False, max_entries=12)
+def _split(data_key: str, split: str, _choice: sources.DataChoice):
+    from fercore.labels import SPLIT_NAMES
+
+    data = dataset(_choice)
+    if split == "all":
+        return data
+    subset = data.select_split(split)
+    if len(subset) == 0:
+        present = [SPLIT_NAMES[code] for code in sorted(set(data.split.tolist()))]
+        raise ValueError(f"{data.source} has no {split} rows: pick one of {', '.join(present)} or 'all' "
+                         "in the sidebar")
+    return subset
+
+
+def split_dataset(selection: Selection):
+    """The rows of the chosen split (ValueError naming the splits present when it is empty)."""
+    return _split(selection.data.key, selection.split, selection.data)
+
+
+# ---------------------------------------------------------------------------------------------- models
+
+@st.cache_resource(show_spinner="Loading the checkpoint…", max_entries=6)
+def _model(path: str, stamp: tuple):
+    from fercore.checkpoints import load_model
+
+    return load_model(path)
+
+
+def model(path: str):
+    """The LoadedModel of a .pt file or run folder (CheckpointError if it cannot be loaded)."""
+    return _model(path, sources.stamp(sources.checkpoint_file(path)))
+
+
+@st.cache_resource(show_spinner=False)
+def _locks() -> dict:
+    return {}
+
+
+def model_lock(loaded) -> threading.Lock:
+    """One lock per loaded model: sessions share the model object, and saliency and layer outputs hook into its
+    modules, so two of them must not run through it at once (on 2 cores they could not overlap anyway)."""
+    locks = _locks()
+    return locks.setdefault(loaded.key, threading.Lock())

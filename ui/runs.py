@@ -1,0 +1,80 @@
+"""Run folders as the Train page sees them: listing, the arguments of a new run, progress in words."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from ui import settings
+
+RUN_MARKERS = ("last.pt", "best.pt", "config.json", "job.json")  # a folder with any of these is a run
+
+
+def run_folders() -> list[Path]:
+    """Every run under the runs root, newest first, including one that started but has no checkpoint yet."""
+    root = settings.runs_root()
+    if not root.is_dir():
+        return []
+    runs = [p for p in root.iterdir() if p.is_dir() and any((p / m).exists() for m in RUN_MARKERS)]
+    return sorted(runs, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def read_json(path: Path, default):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return default
+
+
+def default_run_name(model: str) -> str:
+    return f"{model}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def train_args(*, model: str, epochs: int, lr: float, batch_size: int, normalize: str, augment: str,
+               balance: str, schedule: str, seed: int, data_args: list[str]) -> list[str]:
+    """`python -m fercore train` options (fercore.jobs adds --out, --threads and --quiet)."""
+    return [*data_args, "--model", model, "--epochs", str(epochs), "--lr", repr(float(lr)),
+            "--batch-size", str(batch_size), "--normalize", normalize, "--augment", augment or "none",
+            "--balance", balance, "--schedule", schedule, "--seed", str(seed)]
+
+
+def progress_fraction(progress: dict) -> float:
+    """How much of the whole run is done, from progress.json (0 before the first batch)."""
+    try:
+        done = (progress["epoch"] - 1) * progress["batches"] + progress["batch"]
+        return max(0.0, min(1.0, done / (progress["epochs"] * progress["batches"])))
+    except (KeyError, TypeError, ZeroDivisionError):
+        return 0.0
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def progress_text(progress: dict) -> str:
+    if not progress:
+        return "starting: loading data and building the model…"
+    try:
+        text = (f"epoch {progress['epoch']}/{progress['epochs']}, batch {progress['batch']}/{progress['batches']}"
+                f" · train loss {progress['train_loss']:.3f} · train acc {progress['train_acc']:.1%}")
+    except (KeyError, TypeError, ValueError):
+        return "running"
+    return f"{text} · about {duration(progress.get('eta_s'))} left"
+
+
+def failure_line(log_tail: str) -> str | None:
+    """The error line of a run that ended badly (fercore's CLI prints 'error: ...'), if any."""
+    for line in reversed(log_tail.strip().splitlines()):
+        if line.startswith("error:") or "Error" in line.split(":")[0]:
+            return line
+    return None

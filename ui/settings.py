@@ -1,0 +1,31 @@
+"""Where the app finds checkpoints, runs and its cache. Environment variables override the defaults, so tests and
+a teacher's setup can point the app elsewhere without editing code."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def checkpoints_root() -> Path:
+    """Shipped checkpoints: .pt files and run folders (env FERCORE_CHECKPOINTS)."""
+    return Path(os.environ.get("FERCORE_CHECKPOINTS") or REPO / "checkpoints")
+
+
+def runs_root() -> Path:
+    """Where the Train page creates run folders (env FERCORE_RUNS)."""
+    return Path(os.environ.get("FERCORE_RUNS") or REPO / "runs")
+
+
+def cache_root() -> Path:
+    """The app's own files (uploaded CSVs kept for training and resume), beside fercore.data's parse cache."""
+    return Path(os.environ.get("FERCORE_CACHE_DIR") or Path.home() / ".cache" / "fercore")
+
+
+# The command the app shows when there is no checkpoint yet.
+TRAIN_COMMAND = "python -m fercore train --model fernet --epochs 10 --out runs/first"
+
+# Torch threads for the app's own work: the machine has 2 cores, a training job gets 1.
+APP_THREADS, APP_THREADS_DURING_TRAINING, JOB_THREADS = 2, 1, 1

@@ -1,0 +1,84 @@
+"""The sidebar every page shares: which checkpoint, which data, which split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import streamlit as st
+
+from ui import keys, settings, sources
+
+SPLITS = ("PrivateTest", "PublicTest", "Training", "all")
+DATA_MODES = {"default": "Shipped demo data", "path": "A file or folder on this computer", "upload": "Upload a CSV"}
+_SELECTION = "_selection"
+
+
+@dataclass(frozen=True)
+class Selection:
+    checkpoint: str | None  # path of a .pt file or run folder; None when there is none yet
+    data: sources.DataChoice | None  # None while an upload or path is missing
+    split: str
+
+
+def _forget_cell() -> None:
+    st.session_state[keys.CELL] = None
+    st.session_state[keys.GALLERY_PAGE] = 1
+
+
+def _forget_image_and_cell() -> None:
+    _forget_cell()
+    st.session_state[keys.IMAGE] = None
+
+
+def render() -> Selection:
+    """Draw the sidebar and remember what it selects for the page (see `selection`)."""
+    for key, default in ((keys.CELL, None), (keys.IMAGE, None), (keys.GALLERY_PAGE, 1)):
+        st.session_state.setdefault(key, default)
+    with st.sidebar:
+        checkpoint = _checkpoint_picker()
+        data = _data_picker()
+        split = st.selectbox("Split", SPLITS, key=keys.SPLIT, on_change=_forget_image_and_cell,
+                             help="PrivateTest is the held-out test split; PublicTest is used for validation.")
+    chosen = Selection(checkpoint=checkpoint, data=data, split=split)
+    st.session_state[_SELECTION] = chosen
+    return chosen
+
+
+def selection() -> Selection:
+    """What the sidebar selected in this run (drawing it if the page runs without dashboard.py)."""
+    if _SELECTION not in st.session_state:
+        return render()
+    return st.session_state[_SELECTION]
+
+
+def _checkpoint_picker() -> str | None:
+    options = sources.checkpoint_options()
+    if not options:
+        st.info("No checkpoint yet. Train one on the **Train** page, or in a terminal:\n\n"
+                f"`{settings.TRAIN_COMMAND}`", icon=":material/info:")
+        return None
+    if st.session_state.get(keys.CHECKPOINT) not in options:
+        st.session_state[keys.CHECKPOINT] = options[0]
+    return st.selectbox("Checkpoint", options, key=keys.CHECKPOINT, format_func=sources.checkpoint_label,
+                        on_change=_forget_cell, help="Shipped checkpoints and every run folder under runs/.")
+
+
+def _data_picker() -> sources.DataChoice | None:
+    mode = st.radio("Data", list(DATA_MODES), key=keys.DATA_MODE, format_func=DATA_MODES.get,
+                    on_change=_forget_image_and_cell)
+    if mode == "default":
+        return sources.DataChoice(path=None, label="shipped demo data (PublicTest + PrivateTest)")
+    if mode == "path":
+        path = st.text_input("Path", key=keys.DATA_PATH, on_change=_forget_image_and_cell,
+                             placeholder="/home/me/fer2013.csv",
+                             help="fer2013.csv, the course's train.csv or test.csv, an image folder or a .npz")
+        path = (path or "").strip()
+        return sources.DataChoice(path=path, label=path) if path else None
+    upload = st.file_uploader("CSV file", type=["csv"], key=keys.DATA_UPLOAD, on_change=_forget_image_and_cell,
+                              help="fer2013.csv format (emotion,pixels,Usage) or the course's train.csv / test.csv")
+    if upload is None:
+        return None
+    saved = st.session_state.setdefault(keys.UPLOADED, {})
+    if upload.file_id not in saved:
+        saved[upload.file_id] = str(sources.save_upload(upload.getvalue()))
+    return sources.DataChoice(path=saved[upload.file_id], label=f"upload {upload.name}")

@@ -1,0 +1,88 @@
+"""What the sidebar can offer, found without importing torch (the sidebar must paint at once)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ui import settings
+
+CHECKPOINT_FILES = ("best.pt", "last.pt")  # what makes a folder a run folder (as fercore.checkpoints.list_runs)
+
+
+def is_run_folder(path: Path) -> bool:
+    return path.is_dir() and any((path / name).is_file() for name in CHECKPOINT_FILES)
+
+
+def checkpoint_options() -> list[str]:
+    """Shipped .pt files and run folders under the checkpoints root, then every run folder under the runs root."""
+    options: list[str] = []
+    for root in (settings.checkpoints_root(), settings.runs_root()):
+        if not root.is_dir():
+            continue
+        children = sorted(root.iterdir())
+        options += [str(p) for p in children if p.suffix == ".pt" and p.is_file() and not p.name.startswith(".")]
+        options += [str(p) for p in children if is_run_folder(p)]
+    return options
+
+
+def checkpoint_label(path: str) -> str:
+    p = Path(path)
+    origin = "shipped" if p.parent == settings.checkpoints_root() else "run"
+    return f"{p.name} ({origin})"
+
+
+def checkpoint_file(path: str) -> Path:
+    """The file a checkpoint choice means: a .pt file itself, a run folder its best.pt (else last.pt)."""
+    p = Path(path)
+    if p.is_dir():
+        for name in CHECKPOINT_FILES:
+            if (p / name).is_file():
+                return p / name
+    return p
+
+
+def stamp(path: Path | str | None) -> tuple:
+    """(mtime, size) of a file, so caches notice a checkpoint or data file replaced on disk."""
+    try:
+        info = os.stat(path)
+        return info.st_mtime_ns, info.st_size
+    except (OSError, TypeError):
+        return (0, 0)
+
+
+@dataclass(frozen=True)
+class DataChoice:
+    """The data the sidebar selected: path None means fercore's shipped default file."""
+
+    path: str | None
+    label: str
+
+    @property
+    def key(self) -> str:
+        """Identity for caches: the path and when it last changed."""
+        return f"{self.path or 'default'}@{stamp(self.path or default_data_path())}"
+
+    def train_args(self) -> list[str]:
+        return ["--data", self.path] if self.path else []
+
+
+def default_data_path() -> Path:
+    """fercore.data.DEFAULT_DATA_PATH, without importing fercore.data (and torch) just to paint the sidebar."""
+    return settings.REPO / "data" / "fer2013_test.npz"
+
+
+def save_upload(data: bytes) -> Path:
+    """Keep an uploaded CSV under the app cache, named by its content (never by the browser's file name), so a
+    training job can read it later and the same upload is written once."""
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    folder = settings.cache_root() / "uploads"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{digest}.csv"
+    if not target.exists():
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+    return target
