@@ -139,17 +139,26 @@ def run_to_end(trainer, stop_after) -> int:
     return 0
 
 
-def _load_split(data, split_name):
+def _dataset_and_split(data, split_name):
+    """The data set and the split to use (None for all rows), checked to be non-empty."""
     from fercore.data import load_dataset
     from fercore.labels import split_index
 
     dataset = load_dataset(data)
     if split_name.lower() == "all":
-        return dataset
-    subset = dataset.select_split(split_index(split_name))
-    if len(subset) == 0:
-        raise ValueError(f"{dataset.source} has no {split_name} rows")
-    return subset
+        return dataset, None
+    code = split_index(split_name)
+    if not (dataset.split == code).any():
+        raise ValueError(f"{dataset.source} has no {SPLIT_NAMES[code]} rows (try --split all)")
+    return dataset, code
+
+
+def summary(result, checkpoint: str) -> dict:
+    """The evaluation as one JSON-able object (rows of `confusion` are true classes, columns predicted)."""
+    return {"checkpoint": checkpoint, "split": result.split or "all", "tta": result.tta, "n": len(result),
+            "accuracy": result.accuracy, "confusion": result.confusion.astype(int).tolist(),
+            "classes": list(CLASS_NAMES), "precision": result.precision.tolist(),
+            "recall": result.recall.tolist(), "f1": result.f1.tolist(), "support": result.support.tolist()}
 
 
 def cmd_evaluate(args) -> int:
@@ -157,15 +166,15 @@ def cmd_evaluate(args) -> int:
     from fercore.evaluation import evaluate_checkpoint
 
     loaded = load_model(args.checkpoint)
-    dataset = _load_split(args.data, args.split)
+    dataset, split = _dataset_and_split(args.data, args.split)
     if dataset.labels is None:
         raise ValueError(f"{dataset.source} has no labels: use `predict` for unlabeled data")
-    result = evaluate_checkpoint(loaded, dataset, tta=args.tta)
+    result = evaluate_checkpoint(loaded, dataset, split=split, tta=args.tta)
     if args.json:
-        print(json.dumps(result.to_dict()))
+        print(json.dumps(summary(result, loaded.path)))
         return 0
-    print(f"{loaded.path} on {dataset.source} [{args.split}], n={result.n}{', TTA (flip)' if args.tta else ''}")
-    print(f"accuracy {result.accuracy:.4f}\n")
+    print(f"{loaded.path} on {dataset.source}\n{result.describe()}")
+    print()
     print(f"{'class':<9} {'precision':>9} {'recall':>7} {'f1':>6} {'support':>8}")
     for k in range(NUM_CLASSES):
         print(f"{CLASS_NAMES[k]:<9} {result.precision[k]:9.3f} {result.recall[k]:7.3f} {result.f1[k]:6.3f} "
@@ -179,11 +188,11 @@ def cmd_evaluate(args) -> int:
 
 def cmd_predict(args) -> int:
     from fercore.checkpoints import load_model
-    from fercore.evaluation import predict_checkpoint
+    from fercore.evaluation import evaluate_checkpoint
 
     loaded = load_model(args.checkpoint)
-    dataset = _load_split(args.data, "all")
-    predictions = predict_checkpoint(loaded, dataset, tta=args.tta)
+    dataset, _ = _dataset_and_split(args.data, "all")
+    predictions = evaluate_checkpoint(loaded, dataset, tta=args.tta).predictions
     out = Path(args.out)
     tmp = out.with_name(f".{out.name}.tmp")
     with open(tmp, "w", newline="") as f:
