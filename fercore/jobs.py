@@ -1,0 +1,159 @@
+"""Training runs as background processes, visible to every viewer of a run folder.
+
+A job is `python -m fercore train|resume ...` started detached, with its output in `train.log`. The run folder's
+`job.lock` is locked with flock by whoever starts the job and handed to the child process, which holds it for its
+whole life: the kernel drops the lock when the process ends, however it ends, so a killed trainer never leaves
+a stale lock, and a second start on the same folder (from any tab or process) is refused at once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from fercore.training import HISTORY_FILE, PROGRESS_FILE, write_json
+
+LOCK_FILE, JOB_FILE, LOG_FILE = "job.lock", "job.json", "train.log"
+RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class JobError(RuntimeError):
+    """A job that cannot be started or stopped, with a message for the user."""
+
+
+def safe_run_dir(root, name: str) -> Path:
+    """The folder for run `name` under `root`; names that could escape it (../, /, odd characters) are refused."""
+    if not RUN_NAME.match(name or "") or ".." in name:
+        raise JobError(f"run name {name!r} is not allowed: use letters, digits, '-', '_' and '.', up to 64, "
+                       "starting with a letter or digit")
+    return Path(root) / name
+
+
+def _try_lock(run_dir: Path) -> int | None:
+    """An fd holding the run's lock, or None when another process holds it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return fd
+    except BlockingIOError:
+        os.close(fd)
+        return None
+
+
+def is_running(run_dir) -> bool:
+    run_dir = Path(run_dir)
+    if not (run_dir / LOCK_FILE).exists():
+        return False
+    fd = _try_lock(run_dir)
+    if fd is None:
+        return True
+    os.close(fd)  # closing releases the lock we just took
+    return False
+
+
+def start(run_dir, command: str, args: list[str], threads: int = 1) -> int:
+    """Start `python -m fercore <command> ...` for `run_dir` in the background and return its pid.
+
+    `threads` is the trainer's torch thread count: 1 on a 2-core machine leaves a core for the app.
+    """
+    run_dir = Path(run_dir)
+    fd = _try_lock(run_dir)
+    if fd is None:
+        raise JobError(f"{run_dir.name} is already training (started {started_at(run_dir)}): stop it first")
+    try:
+        argv = [sys.executable, "-m", "fercore", command, *args, "--threads", str(threads), "--quiet"]
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+               "PYTHONUNBUFFERED": "1"}
+        (run_dir / PROGRESS_FILE).unlink(missing_ok=True)
+        with open(run_dir / LOG_FILE, "ab") as log:
+            log.write(f"\n$ {' '.join(argv[1:])}\n".encode())
+            log.flush()
+            child = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env=env, cwd=Path(__file__).resolve().parent.parent, pass_fds=(fd,),
+                                     start_new_session=True)
+        write_json(run_dir / JOB_FILE, {"pid": child.pid, "command": command, "args": args, "started": time.time()})
+        return child.pid
+    finally:
+        os.close(fd)  # the child keeps the lock through its inherited copy
+
+
+def start_training(run_dir, train_args: list[str], threads: int = 1) -> int:
+    """A new run in `run_dir` (train_args are `train` options without --out)."""
+    return start(run_dir, "train", [*train_args, "--out", str(run_dir)], threads)
+
+
+def start_resume(run_dir, epochs: int | None = None, threads: int = 1) -> int:
+    args = [str(run_dir)] + (["--epochs", str(epochs)] if epochs else [])
+    return start(run_dir, "resume", args, threads)
+
+
+def stop(run_dir, timeout: float = 10.0) -> bool:
+    """Stop a running job (SIGTERM, then SIGKILL). The last finished epoch stays in last.pt."""
+    run_dir = Path(run_dir)
+    if not is_running(run_dir):
+        return False
+    pid = read_json(run_dir / JOB_FILE, {}).get("pid")
+    if not pid:
+        raise JobError(f"{run_dir.name} is locked by a process fercore did not start: stop it by hand")
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.time() + wait
+        while time.time() < deadline and is_running(run_dir):
+            time.sleep(0.1)
+        if not is_running(run_dir):
+            break
+    _reap(pid)
+    return True
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status if we are the parent, so no zombie keeps the pid."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def read_json(path: Path, default):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return default
+
+
+def started_at(run_dir) -> str:
+    started = read_json(Path(run_dir) / JOB_FILE, {}).get("started")
+    return time.strftime("%H:%M:%S", time.localtime(started)) if started else "earlier"
+
+
+@dataclass
+class JobStatus:
+    running: bool
+    progress: dict  # the trainer's progress.json ({} before its first batch)
+    history: list   # one record per finished epoch
+    log_tail: str   # the end of train.log, to show why a run failed
+
+
+def status(run_dir) -> JobStatus:
+    run_dir = Path(run_dir)
+    log = run_dir / LOG_FILE
+    tail = log.read_bytes()[-2000:].decode(errors="replace") if log.exists() else ""
+    return JobStatus(running=is_running(run_dir), progress=read_json(run_dir / PROGRESS_FILE, {}),
+                     history=read_json(run_dir / HISTORY_FILE, []), log_tail=tail)
+
+
+def any_running(root) -> bool:
+    root = Path(root)
+    return root.is_dir() and any(is_running(d) for d in root.iterdir() if (d / LOCK_FILE).exists())

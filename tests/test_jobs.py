@@ -1,0 +1,85 @@
+"""Background training jobs: one per run folder, stoppable, and no stale lock after a kill."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from fercore import jobs
+
+from fixtures import tiny_fer_csv
+
+
+def wait_for(predicate, timeout=120.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.fixture
+def data(tmp_path):
+    return tiny_fer_csv(tmp_path, n_train=210, n_val=35)
+
+
+def train_args(data, epochs=50):
+    return ["--data", str(data), "--epochs", str(epochs), "--batch-size", "16", "--model", "hw3"]
+
+
+def test_start_status_refuse_second_and_stop(tmp_path, data):
+    run = tmp_path / "runs" / "demo"
+    jobs.start_training(run, train_args(data))
+    try:
+        assert jobs.is_running(run)
+        with pytest.raises(jobs.JobError, match="already training"):
+            jobs.start_training(run, train_args(data))
+        assert wait_for(lambda: jobs.status(run).progress.get("batch", 0) > 0), jobs.status(run).log_tail
+        status = jobs.status(run)
+        assert status.running and status.progress["epochs"] == 50 and status.progress["eta_s"] > 0
+    finally:
+        assert jobs.stop(run)
+    assert not jobs.is_running(run) and not jobs.any_running(tmp_path / "runs")
+
+
+def test_two_simultaneous_starts_run_exactly_one(tmp_path, data):
+    run = tmp_path / "race"
+
+    def start(_):
+        try:
+            return jobs.start_training(run, train_args(data))
+        except jobs.JobError:
+            return None
+
+    with ThreadPoolExecutor(8) as pool:
+        pids = [pid for pid in pool.map(start, range(8)) if pid]
+    try:
+        assert len(pids) == 1
+    finally:
+        jobs.stop(run)
+
+
+def test_lock_of_a_killed_trainer_is_recovered(tmp_path, data):
+    run = tmp_path / "killed"
+    pid = jobs.start_training(run, train_args(data))
+    os.killpg(pid, signal.SIGKILL)
+    assert wait_for(lambda: not jobs.is_running(run), timeout=10)
+    assert (run / jobs.LOCK_FILE).exists()  # the lock file stays, but nobody holds it
+    assert jobs.start_training(run, train_args(data)) > 0
+    assert jobs.is_running(run)
+    jobs.stop(run)
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "", ".hidden", "x" * 65, "run name", "..", "/abs"])
+def test_unsafe_run_names_are_refused(tmp_path, name):
+    with pytest.raises(jobs.JobError, match="not allowed"):
+        jobs.safe_run_dir(tmp_path, name)
+
+
+def test_safe_run_name_stays_inside_root(tmp_path):
+    assert jobs.safe_run_dir(tmp_path, "hw3-demo_1.2") == tmp_path / "hw3-demo_1.2"
