@@ -1,0 +1,456 @@
+"""Evaluate a model on a data set: predictions, probabilities, confusion matrix, per-class metrics, the images of
+each confusion cell ranked by confidence, and per-cell aggregates (mean face, mean saliency).
+
+    result = evaluate_checkpoint(load_model("checkpoints/hw3"), dataset, split="PrivateTest", tta=True)
+    result.accuracy, result.confusion, result.f1
+    cell = result.cell(true=2, pred=4)          # Fear predicted as Sad, most confident first
+    cell.indices, cell.probabilities            # dataset rows, (K, 7) probabilities
+
+Results are cached on disk per (checkpoint key, data fingerprint, split, options) as a pickle-free .npz, so a
+second call (reopening the app) reads a few kilobytes instead of running the network. Evaluation itself runs a
+channels_last copy of the model under inference_mode in batches of 256, where oneDNN's convolutions run near the
+machine's matmul rate (benchmarks/bench_eval.py).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import tempfile
+import time
+import zipfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
+
+from fercore.labels import CLASS_NAMES, NUM_CLASSES, SPLIT_NAMES, split_index
+
+CACHE_FORMAT = "fercore-evaluation/1"  # bump when the cached arrays change meaning
+DEFAULT_BATCH_SIZE = 256
+
+# A saliency method as evaluation uses it: (model, preprocessed images (N,1,48,48), target class) -> (N, 48, 48).
+SaliencyFn = Callable[[nn.Module, torch.Tensor, int], np.ndarray]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Results
+
+@dataclass(frozen=True)
+class CellImages:
+    """The images of one confusion cell (or of one predicted class), most confident first."""
+
+    true: int | None               # None: any true class (unlabeled data)
+    pred: int
+    indices: np.ndarray            # int64 (K,) rows of the evaluated dataset
+    probabilities: np.ndarray      # float32 (K, 7)
+
+    @property
+    def confidence(self) -> np.ndarray:
+        """float32 (K,): the model's probability of the predicted class, descending."""
+        return self.probabilities[:, self.pred]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+@dataclass(eq=False)
+class Evaluation:
+    """One model's outputs on one data set (or split), and everything derived from them.
+
+    Every per-image array is aligned with `rows`, the dataset rows evaluated (all rows, or one split's);
+    indices handed out (cell(...).indices) are dataset rows, so `dataset.pixels[indices]` are the images.
+    """
+
+    probabilities: np.ndarray      # float32 (N, 7) softmax (mean over image and mirror image with TTA)
+    predictions: np.ndarray        # int64 (N,) argmax of probabilities
+    labels: np.ndarray | None      # int64 (N,), None for unlabeled data
+    rows: np.ndarray               # int64 (N,) dataset rows
+    tta: bool                      # test-time augmentation: probabilities averaged over the image and its mirror
+    data_fingerprint: str
+    split: str | None = None       # split name when one split was evaluated
+    model_key: str | None = None   # checkpoint key the cache is keyed on
+    model_name: str = ""
+    seconds: float = 0.0           # time the forward passes took when computed
+    from_cache: bool = False
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def n(self) -> int:
+        """Number of images evaluated."""
+        return len(self.rows)
+
+    @property
+    def labeled(self) -> bool:
+        return self.labels is not None
+
+    def _require_labels(self, what: str) -> np.ndarray:
+        if self.labels is None:
+            raise ValueError(f"{what} needs labels, but the evaluated data set is unlabeled")
+        return self.labels
+
+    # ---- metrics -------------------------------------------------------------------------------------------
+
+    @cached_property
+    def confusion(self) -> np.ndarray:
+        """int64 (7, 7) counts: rows the true class, columns the predicted class."""
+        labels = self._require_labels("a confusion matrix")
+        flat = np.bincount(labels * NUM_CLASSES + self.predictions, minlength=NUM_CLASSES * NUM_CLASSES)
+        return flat.reshape(NUM_CLASSES, NUM_CLASSES)
+
+    @property
+    def confusion_normalized(self) -> np.ndarray:
+        """float64 (7, 7): each row divided by its total (the share of class i predicted as j); empty rows 0."""
+        counts = self.confusion.astype(np.float64)
+        totals = counts.sum(axis=1, keepdims=True)
+        return np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+
+    @property
+    def accuracy(self) -> float:
+        labels = self._require_labels("accuracy")
+        return float(np.mean(self.predictions == labels)) if len(labels) else float("nan")
+
+    @property
+    def support(self) -> np.ndarray:
+        """int64 (7,): images of each true class."""
+        return self.confusion.sum(axis=1)
+
+    @property
+    def precision(self) -> np.ndarray:
+        """float64 (7,): of the images predicted c, the share that are c (0 when nothing is predicted c)."""
+        predicted = self.confusion.sum(axis=0)
+        return _safe_divide(np.diag(self.confusion), predicted)
+
+    @property
+    def recall(self) -> np.ndarray:
+        """float64 (7,): of the images of class c, the share predicted c (0 for an absent class)."""
+        return _safe_divide(np.diag(self.confusion), self.support)
+
+    @property
+    def f1(self) -> np.ndarray:
+        """float64 (7,): harmonic mean of precision and recall (0 when both are 0)."""
+        p, r = self.precision, self.recall
+        return _safe_divide(2 * p * r, p + r)
+
+    @property
+    def macro_f1(self) -> float:
+        """Mean F1 over the classes present in the data."""
+        present = self.support > 0
+        return float(self.f1[present].mean()) if present.any() else float("nan")
+
+    def per_class(self) -> list[dict]:
+        """One row per class (class, precision, recall, f1, support): a table for st.dataframe."""
+        return [dict(cls=name, precision=float(p), recall=float(r), f1=float(f), support=int(s))
+                for name, p, r, f, s in zip(CLASS_NAMES, self.precision, self.recall, self.f1, self.support)]
+
+    # ---- cells ---------------------------------------------------------------------------------------------
+
+    def cell_positions(self, true: int | None, pred: int) -> np.ndarray:
+        """Positions (into this result's arrays) of cell (true, pred), ranked by probability of `pred`, descending;
+        ties keep dataset order. true=None takes every image predicted `pred` (works on unlabeled data)."""
+        pred = int(pred)
+        mask = self.predictions == pred
+        if true is not None:
+            mask &= self._require_labels("a confusion cell") == int(true)
+        positions = np.flatnonzero(mask)
+        confidence = self.probabilities[positions, pred]
+        return positions[np.lexsort((positions, -confidence))]
+
+    def cell(self, true: int | None, pred: int) -> CellImages:
+        """The images the model predicted `pred` whose true class is `true`, most confident first."""
+        key = ("cell", None if true is None else int(true), int(pred))
+        if key not in self._cache:
+            positions = self.cell_positions(true, pred)
+            self._cache[key] = CellImages(key[1], key[2], self.rows[positions], self.probabilities[positions])
+        return self._cache[key]
+
+    # ---- description ---------------------------------------------------------------------------------------
+
+    @property
+    def tta_note(self) -> str:
+        return "TTA: mean of each image and its mirror image" if self.tta else "no test-time augmentation"
+
+    def describe(self) -> str:
+        """One line for captions, e.g. 'hw3 on PrivateTest: 3,589 images, accuracy 64.2%, macro F1 0.621,
+        TTA: mean of each image and its mirror image'."""
+        head = f"{self.model_name} on " if self.model_name else ""
+        where = self.split or "all rows"
+        parts = [f"{head}{where}: {len(self):,} images"]
+        if self.labeled and len(self):
+            parts.append(f"accuracy {self.accuracy:.1%}, macro F1 {self.macro_f1:.3f}")
+        elif not self.labeled:
+            parts.append("unlabeled")
+        parts.append(self.tta_note)
+        return ", ".join(parts)
+
+
+    def to_dict(self) -> dict:
+        """A JSON-able summary (no per-image arrays): what `python -m fercore evaluate --json` prints."""
+        summary = dict(n=self.n, tta=self.tta, split=self.split, model_name=self.model_name,
+                       model_key=self.model_key, data_fingerprint=self.data_fingerprint, description=self.describe(),
+                       predicted_counts=np.bincount(self.predictions, minlength=NUM_CLASSES).tolist())
+        if self.labeled:
+            summary.update(accuracy=self.accuracy, macro_f1=self.macro_f1, classes=list(CLASS_NAMES),
+                           confusion=self.confusion.tolist(), per_class=self.per_class())
+        return summary
+
+
+def _safe_divide(numerator, denominator) -> np.ndarray:
+    numerator = np.asarray(numerator, dtype=np.float64)
+    denominator = np.asarray(denominator, dtype=np.float64)
+    return np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Running the model
+
+@contextmanager
+def _torch_threads(threads: int | None):
+    if threads is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _fold_batchnorm(module: nn.Module) -> None:
+    """In place, in eval mode: fold each BatchNorm that directly follows a conv / linear layer in an nn.Sequential
+    into that layer's weights, and replace it with Identity (one memory pass less over large activation maps)."""
+    for child in module.children():
+        _fold_batchnorm(child)
+    if not isinstance(module, nn.Sequential):
+        return
+    names = list(module._modules)
+    for first, second in zip(names, names[1:]):
+        layer, norm = module._modules[first], module._modules[second]
+        if not isinstance(norm, (nn.BatchNorm1d, nn.BatchNorm2d)) or norm.running_mean is None:
+            continue
+        if isinstance(layer, nn.Conv2d) and not isinstance(norm, nn.BatchNorm1d):
+            module._modules[first] = fuse_conv_bn_eval(layer, norm)
+        elif isinstance(layer, nn.Linear) and isinstance(norm, nn.BatchNorm1d):
+            module._modules[first] = fuse_linear_bn_eval(layer, norm)
+        else:
+            continue
+        module._modules[second] = nn.Identity()
+
+
+def _inference_copy(model: nn.Module) -> nn.Module:
+    """An eval-mode copy for fast inference, leaving the caller's model (shared with saliency in the app) untouched:
+    BatchNorm folded into the layer before it, weights channels_last (oneDNN runs NHWC convolutions about twice as
+    fast on CPU). Module forward hooks come along with the copied modules."""
+    copied = copy.deepcopy(model).eval()
+    _fold_batchnorm(copied)
+    return copied.to(memory_format=torch.channels_last)
+
+
+def predict_probabilities(model: nn.Module, normalizer: Callable, pixels: np.ndarray, *, tta: bool = False,
+                          batch_size: int = DEFAULT_BATCH_SIZE, threads: int | None = None) -> np.ndarray:
+    """Softmax probabilities, float32 (N, 7), for uint8 faces (N, 48, 48).
+
+    normalizer maps a uint8 tensor (B, 48, 48) to the model's float input (B, 1, 48, 48). With tta the
+    probabilities are the mean over each image and its horizontal mirror.
+    """
+    pixels = np.asarray(pixels)
+    out = np.empty((len(pixels), NUM_CLASSES), dtype=np.float32)
+    fast = _inference_copy(model)
+    with _torch_threads(threads), torch.inference_mode():
+        for start in range(0, len(pixels), batch_size):
+            batch = torch.from_numpy(np.ascontiguousarray(pixels[start:start + batch_size]))
+            x = normalizer(batch).float().contiguous(memory_format=torch.channels_last)
+            probs = torch.softmax(fast(x), dim=1)
+            if tta:
+                mirror = torch.flip(x, dims=[3]).contiguous(memory_format=torch.channels_last)
+                probs = 0.5 * (probs + torch.softmax(fast(mirror), dim=1))
+            out[start:start + len(batch)] = probs.numpy()
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Disk cache
+
+def default_cache_dir() -> Path:
+    """$FERCORE_CACHE_DIR, else ~/.cache/fercore."""
+    return Path(os.environ.get("FERCORE_CACHE_DIR") or Path.home() / ".cache" / "fercore")
+
+
+def _cache_meta(model_key: str, fingerprint: str, split: str | None, tta: bool) -> dict:
+    return {"format": CACHE_FORMAT, "model_key": str(model_key), "data": fingerprint, "split": split,
+            "tta": bool(tta)}
+
+
+def cache_path(cache_dir, meta: dict) -> Path:
+    digest = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:32]
+    return Path(cache_dir) / "evaluation" / f"{digest}.npz"
+
+
+def _write_cache(path: Path, meta: dict, arrays: dict) -> None:
+    """Write atomically: a temp file in the same folder, renamed over the target once complete."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read_cache(path: Path, meta: dict, n_rows: int) -> dict | None:
+    """The cached arrays if the file is complete and made for exactly this meta; None for anything else."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if json.loads(str(archive["meta"])) != json.loads(json.dumps(meta, sort_keys=True)):
+                return None
+            arrays = {name: archive[name] for name in archive.files if name != "meta"}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError):
+        return None
+    probs = arrays.get("probabilities")
+    if probs is None or probs.dtype != np.float32 or probs.shape != (n_rows, NUM_CLASSES) \
+            or not np.all(np.isfinite(probs)):
+        return None
+    return arrays
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Evaluate
+
+def _split_rows(dataset, split) -> tuple[np.ndarray, str | None]:
+    if split is None:
+        return np.arange(len(dataset), dtype=np.int64), None
+    code = split_index(split)
+    return np.flatnonzero(np.asarray(dataset.split) == code).astype(np.int64), SPLIT_NAMES[code]
+
+
+def evaluate(model: nn.Module, normalizer: Callable, dataset, *, split=None, tta: bool = False,
+             batch_size: int = DEFAULT_BATCH_SIZE, cache_key: str | None = None, cache_dir=None,
+             threads: int | None = None, model_name: str = "") -> Evaluation:
+    """Evaluate `model` on a FerDataset (all rows, or one `split`: a name or code).
+
+    normalizer: uint8 tensor (B, 48, 48) -> float (B, 1, 48, 48), e.g. a fercore.transforms.Normalizer.
+    cache_key identifies the model's weights (LoadedModel.key); with it the result is cached on disk under
+    cache_dir (default: $FERCORE_CACHE_DIR or ~/.cache/fercore) per (key, data fingerprint, split, tta), and an
+    unreadable or mismatching cache file is recomputed. Without it nothing is cached.
+    threads: torch threads for this call (restored after); None keeps the current setting.
+    """
+    rows, split_name = _split_rows(dataset, split)
+    labels = None if dataset.labels is None else np.asarray(dataset.labels, dtype=np.int64)[rows]
+    fingerprint = dataset.fingerprint()
+    common = dict(labels=labels, rows=rows, tta=bool(tta), data_fingerprint=fingerprint, split=split_name,
+                  model_key=cache_key, model_name=model_name)
+
+    path = meta = None
+    if cache_key is not None:
+        meta = _cache_meta(cache_key, fingerprint, split_name, tta)
+        path = cache_path(default_cache_dir() if cache_dir is None else cache_dir, meta)
+        cached = _read_cache(path, meta, len(rows)) if path.is_file() else None
+        if cached is not None:
+            return Evaluation(cached["probabilities"], cached["probabilities"].argmax(1).astype(np.int64),
+                              seconds=float(cached.get("seconds", 0.0)), from_cache=True, **common)
+
+    started = time.perf_counter()
+    probs = predict_probabilities(model, normalizer, np.asarray(dataset.pixels)[rows], tta=tta,
+                                  batch_size=batch_size, threads=threads)
+    seconds = time.perf_counter() - started
+    if path is not None:
+        try:
+            _write_cache(path, meta, {"probabilities": probs, "seconds": np.float64(seconds)})
+        except OSError:
+            pass  # a read-only or full disk costs the cache, not the result
+    return Evaluation(probs, probs.argmax(1).astype(np.int64), seconds=seconds, **common)
+
+
+def evaluate_checkpoint(loaded, dataset, *, split=None, tta: bool = False, batch_size: int = DEFAULT_BATCH_SIZE,
+                        cache_dir=None, use_cache: bool = True, threads: int | None = None) -> Evaluation:
+    """evaluate() for a fercore.checkpoints.LoadedModel, cached under its content key."""
+    return evaluate(loaded.model, loaded.normalizer, dataset, split=split, tta=tta, batch_size=batch_size,
+                    cache_key=loaded.key if use_cache and loaded.key else None, cache_dir=cache_dir,
+                    threads=threads, model_name=loaded.model_name)
+
+
+def predict_checkpoint(loaded, dataset, *, tta: bool = False, batch_size: int = DEFAULT_BATCH_SIZE,
+                       cache_dir=None, use_cache: bool = True, threads: int | None = None) -> np.ndarray:
+    """int64 (N,) predicted class of every row of `dataset` (labeled or not), e.g. for a course submission."""
+    return evaluate_checkpoint(loaded, dataset, tta=tta, batch_size=batch_size, cache_dir=cache_dir,
+                               use_cache=use_cache, threads=threads).predictions
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Per-cell aggregates
+
+def _check_dataset(result: Evaluation, dataset) -> None:
+    if dataset.fingerprint() != result.data_fingerprint:
+        raise ValueError("this data set is not the one the evaluation was computed on "
+                         f"(fingerprint {dataset.fingerprint()} != {result.data_fingerprint})")
+
+
+def cell_mean_face(result: Evaluation, dataset, true: int | None, pred: int) -> np.ndarray | None:
+    """float32 (48, 48): the mean of the cell's uint8 faces in 0..255; None for an empty cell."""
+    _check_dataset(result, dataset)
+    indices = result.cell(true, pred).indices
+    if len(indices) == 0:
+        return None
+    return np.asarray(dataset.pixels)[indices].mean(axis=0, dtype=np.float64).astype(np.float32)
+
+
+def mean_faces(result: Evaluation, dataset) -> np.ndarray:
+    """float32 (7, 7, 48, 48): every confusion cell's mean face (zeros for empty cells), rows true, columns pred."""
+    _check_dataset(result, dataset)
+    labels = result._require_labels("mean faces per cell")
+    pixels = np.asarray(dataset.pixels)[result.rows].astype(np.float64)
+    cells = labels * NUM_CLASSES + result.predictions
+    sums = np.zeros((NUM_CLASSES * NUM_CLASSES,) + pixels.shape[1:])
+    np.add.at(sums, cells, pixels)
+    counts = np.bincount(cells, minlength=NUM_CLASSES * NUM_CLASSES).astype(np.float64)
+    means = sums / np.maximum(counts, 1)[:, None, None]
+    return means.reshape(NUM_CLASSES, NUM_CLASSES, *pixels.shape[1:]).astype(np.float32)
+
+
+def _default_saliency() -> SaliencyFn:
+    """fercore.saliency's vanilla gradient |d logit_target / d x|, imported only when needed."""
+    from fercore.saliency import gradient
+    return gradient
+
+
+def cell_mean_saliency(result: Evaluation, model: nn.Module, normalizer: Callable, dataset, true: int | None,
+                       pred: int, *, saliency: SaliencyFn | None = None, limit: int | None = None,
+                       normalize_each: bool = True, batch_size: int = 128) -> np.ndarray | None:
+    """float32 (48, 48): the mean saliency map of the cell's images for the predicted class `pred`.
+
+    saliency(model, images, target) -> (N, 48, 48), images preprocessed float (N, 1, 48, 48) and target the class
+    index; default fercore.saliency.gradient. With normalize_each every map is scaled to sum 1 first, so each image
+    weighs the same and the mean is a distribution over pixels ("where the model looks"). limit: use only the
+    `limit` most confident images (saliency costs a backward pass per image). None for an empty cell.
+    """
+    _check_dataset(result, dataset)
+    indices = result.cell(true, pred).indices
+    if limit is not None:
+        indices = indices[:int(limit)]
+    if len(indices) == 0:
+        return None
+    saliency = _default_saliency() if saliency is None else saliency
+    pixels = np.asarray(dataset.pixels)
+    total = np.zeros((48, 48), dtype=np.float64)
+    for start in range(0, len(indices), batch_size):
+        batch = torch.from_numpy(np.ascontiguousarray(pixels[indices[start:start + batch_size]]))
+        maps = np.asarray(saliency(model, normalizer(batch).float(), int(pred)), dtype=np.float64)
+        if normalize_each:
+            mass = np.abs(maps).sum(axis=(1, 2), keepdims=True)
+            maps = np.divide(maps, mass, out=np.zeros_like(maps), where=mass > 0)
+        total += maps.sum(axis=0)
+    return (total / len(indices)).astype(np.float32)

@@ -1,0 +1,348 @@
+"""Arrays to pictures and figures: colormaps, the homework's heatmap and mask, overlays, grids, PNG bytes,
+and the Plotly figures the dashboard shows (learning curves, probability bars, FER+ votes, clickable confusion grid).
+
+numpy, PIL and plotly only: colormaps are 256x3 uint8 lookup tables interpolated from a few control points, so
+no matplotlib is needed. Every image function returns uint8 arrays, (H, W) for gray and (H, W, 3) for RGB.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+from PIL import Image
+
+from fercore.labels import CLASS_COLORS, CLASS_NAMES, FERPLUS_COLUMNS, FERPLUS_INDEX_OF_CLASS, NUM_CLASSES
+
+# ----------------------------------------------------------------------------------------------------------------
+# Colormaps
+
+# Evenly spaced control points sampled from the reference maps (viridis/inferno: van der Walt & Smith, Blues:
+# ColorBrewer); linear interpolation between 17 points stays within a few levels of the originals.
+_EVEN_POINTS = {
+    "viridis": [(68, 1, 84), (72, 24, 106), (71, 45, 123), (66, 64, 134), (59, 82, 139), (51, 99, 141),
+                (44, 114, 142), (38, 130, 142), (33, 145, 140), (31, 160, 136), (40, 174, 128), (63, 188, 115),
+                (94, 201, 98), (132, 212, 75), (173, 220, 48), (216, 226, 25), (253, 231, 37)],
+    "inferno": [(0, 0, 4), (11, 7, 36), (33, 12, 74), (61, 9, 101), (87, 16, 110), (113, 25, 110),
+                (138, 34, 106), (163, 44, 97), (188, 55, 84), (210, 70, 68), (228, 90, 49), (241, 115, 29),
+                (249, 142, 9), (252, 172, 17), (249, 203, 53), (242, 234, 105), (252, 255, 164)],
+    "blues": [(247, 251, 255), (222, 235, 247), (198, 219, 239), (158, 202, 225), (107, 174, 214),
+              (66, 146, 198), (33, 113, 181), (8, 81, 156), (8, 48, 107)],
+    "gray": [(0, 0, 0), (255, 255, 255)],
+}
+
+# Jet is piecewise linear per channel: (position, value in 0..1) breakpoints, as in MATLAB / matplotlib.
+_JET_CHANNELS = (
+    ((0.0, 0.0), (0.35, 0.0), (0.66, 1.0), (0.89, 1.0), (1.0, 0.5)),               # red
+    ((0.0, 0.0), (0.125, 0.0), (0.375, 1.0), (0.64, 1.0), (0.91, 0.0), (1.0, 0.0)),  # green
+    ((0.0, 0.5), (0.11, 1.0), (0.34, 1.0), (0.65, 0.0), (1.0, 0.0)),                # blue
+)
+
+COLORMAP_NAMES = ("jet", "viridis", "inferno", "blues", "gray")
+_LUTS: dict[str, np.ndarray] = {}
+
+
+def _lut_from_channels(channels) -> np.ndarray:
+    levels = np.linspace(0.0, 1.0, 256)
+    columns = []
+    for points in channels:
+        xs, ys = zip(*points)
+        columns.append(np.interp(levels, xs, ys) * 255.0)
+    return np.rint(np.stack(columns, axis=1)).clip(0, 255).astype(np.uint8)
+
+
+def _even_channels(colors) -> list:
+    xs = np.linspace(0.0, 1.0, len(colors))
+    rgb = np.asarray(colors, dtype=np.float64) / 255.0
+    return [list(zip(xs, rgb[:, c])) for c in range(3)]
+
+
+def colormap(name: str = "jet") -> np.ndarray:
+    """The named colormap as a (256, 3) uint8 lookup table (row k: the colour of level k/255)."""
+    key = name.lower()
+    if key not in COLORMAP_NAMES:
+        raise ValueError(f"unknown colormap {name!r}: expected one of {', '.join(COLORMAP_NAMES)}")
+    if key not in _LUTS:
+        channels = _JET_CHANNELS if key == "jet" else _even_channels(_EVEN_POINTS[key])
+        lut = _lut_from_channels(channels)
+        lut.flags.writeable = False  # shared between callers
+        _LUTS[key] = lut
+    return _LUTS[key]
+
+
+def plotly_colorscale(name: str = "blues", steps: int = 11) -> list[list]:
+    """The same colormap as a Plotly colorscale, so figures and images agree."""
+    lut = colormap(name)
+    positions = np.linspace(0.0, 1.0, steps)
+    return [[float(p), "rgb({},{},{})".format(*lut[int(round(p * 255))])] for p in positions]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Arrays to images
+
+def _numpy(array) -> np.ndarray:
+    """numpy view of a numpy array or a (possibly grad-tracking) torch tensor."""
+    if hasattr(array, "detach"):
+        array = array.detach().cpu().numpy()
+    return np.asarray(array)
+
+
+def normalize(saliency_map) -> np.ndarray:
+    """Min-max scale to float32 in [0, 1]; a constant map becomes all zeros."""
+    values = _numpy(saliency_map).astype(np.float32)
+    low, high = float(values.min()), float(values.max())
+    if not high > low:
+        return np.zeros_like(values)
+    return (values - low) / (high - low)
+
+
+def to_uint8(array, low: float | None = None, high: float | None = None) -> np.ndarray:
+    """uint8 image from any array: uint8 passes through, bool becomes 0/255, anything else is scaled linearly so
+    [low, high] (default: the array's own min and max) maps to [0, 255], clipped."""
+    values = _numpy(array)
+    if values.dtype == np.uint8:
+        return values
+    if values.dtype == np.bool_:
+        return values.astype(np.uint8) * 255
+    values = values.astype(np.float32)
+    low = float(values.min()) if low is None else float(low)
+    high = float(values.max()) if high is None else float(high)
+    if not high > low:
+        return np.zeros(values.shape, dtype=np.uint8)
+    return np.rint((values - low) * (255.0 / (high - low))).clip(0, 255).astype(np.uint8)
+
+
+def _gray(image) -> np.ndarray:
+    """A face as (H, W) uint8; accepts (H, W), (1, H, W) or (H, W, 1)."""
+    values = np.squeeze(_numpy(image))
+    if values.ndim != 2:
+        raise ValueError(f"expected a single-channel image, got shape {np.shape(image)}")
+    return to_uint8(values)
+
+
+def _rgb(image) -> np.ndarray:
+    values = _numpy(image)
+    if values.ndim == 3 and values.shape[-1] == 3:
+        return to_uint8(values)
+    return np.repeat(_gray(values)[..., None], 3, axis=-1)
+
+
+def apply_colormap(values01, cmap: str = "jet") -> np.ndarray:
+    """Colour an array of levels in [0, 1] with a colormap: (...,) -> (..., 3) uint8."""
+    values = np.nan_to_num(_numpy(values01).astype(np.float32), nan=0.0)
+    levels = np.rint(np.clip(values, 0.0, 1.0) * 255.0).astype(np.intp)
+    return colormap(cmap)[levels]
+
+
+def heatmap(saliency_map, cmap: str = "jet") -> np.ndarray:
+    """The homework's heatmap: the colormap over the min-max normalized map, (H, W) -> (H, W, 3) uint8."""
+    return apply_colormap(normalize(np.squeeze(_numpy(saliency_map))), cmap)
+
+
+def saliency_mask(image, saliency_map, threshold: float = 0.5, fill: int | str = 0) -> np.ndarray:
+    """The homework's mask: the image kept only where the normalized saliency is >= threshold.
+
+    Elsewhere the pixel becomes `fill`: 0 (black, the default), any gray level, or "mean" (the image's mean,
+    as the original homework code did). Threshold 0 keeps every pixel; a threshold above 1 keeps none.
+    """
+    face = _gray(image)
+    keep = normalize(np.squeeze(_numpy(saliency_map))) >= threshold
+    if keep.shape != face.shape:
+        raise ValueError(f"image {face.shape} and saliency map {keep.shape} differ in shape")
+    level = int(round(float(face.mean()))) if fill == "mean" else int(fill)
+    return np.where(keep, face, np.uint8(level)).astype(np.uint8)
+
+
+def overlay(image, saliency_map, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:
+    """The heatmap blended over the face: (1 - alpha) * face + alpha * heatmap, (H, W, 3) uint8."""
+    face = _rgb(image).astype(np.float32)
+    heat = heatmap(saliency_map, cmap).astype(np.float32)
+    if heat.shape != face.shape:
+        raise ValueError(f"image {face.shape[:2]} and saliency map {heat.shape[:2]} differ in shape")
+    return np.rint((1.0 - alpha) * face + alpha * heat).clip(0, 255).astype(np.uint8)
+
+
+def upscale(image, factor: int = 4) -> np.ndarray:
+    """Nearest-neighbour enlargement (each pixel becomes a factor x factor block), so 48x48 faces stay crisp."""
+    values = _numpy(image)
+    factor = int(factor)
+    if factor < 1:
+        raise ValueError(f"upscale factor must be >= 1, got {factor}")
+    return values.repeat(factor, axis=0).repeat(factor, axis=1)
+
+
+def grid(images, ncols: int = 8, pad: int = 2, normalize_each: bool = True, pad_value: int = 255) -> np.ndarray:
+    """Tile N images of one shape into one uint8 image, row by row, with `pad` pixels between and around tiles.
+
+    images: (N, H, W) or (N, H, W, 3), numpy or torch, any dtype. With normalize_each each tile is min-max scaled
+    on its own (layer outputs, filters); otherwise uint8 tiles are kept and other dtypes share one scale (so
+    tiles stay comparable). Result: (rows*(H+pad)+pad, cols*(W+pad)+pad[, 3]) with cols = min(N, ncols).
+    """
+    tiles = _numpy(images)
+    if tiles.ndim == 4 and tiles.shape[1] == 1:  # (N, 1, H, W) torch layout
+        tiles = tiles[:, 0]
+    if tiles.ndim not in (3, 4) or len(tiles) == 0:
+        raise ValueError(f"grid expects a non-empty (N, H, W) or (N, H, W, 3) batch, got shape {tiles.shape}")
+    if normalize_each:
+        tiles = np.stack([to_uint8(tile.astype(np.float32)) for tile in tiles])
+    else:
+        tiles = to_uint8(tiles)
+    count, height, width = tiles.shape[:3]
+    cols = max(1, min(int(ncols), count))
+    rows = -(-count // cols)
+    out_shape = (rows * (height + pad) + pad, cols * (width + pad) + pad) + tiles.shape[3:]
+    canvas = np.full(out_shape, pad_value, dtype=np.uint8)
+    for k, tile in enumerate(tiles):
+        top = pad + (k // cols) * (height + pad)
+        left = pad + (k % cols) * (width + pad)
+        canvas[top:top + height, left:left + width] = tile
+    return canvas
+
+
+def png_bytes(image) -> bytes:
+    """PNG-encoded bytes of a gray (H, W) or RGB (H, W, 3) image (non-uint8 arrays go through to_uint8)."""
+    pixels = to_uint8(np.squeeze(_numpy(image)))
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Plotly figures
+
+def _text_color(rgb) -> str:
+    """Black or white, whichever reads better on a background colour (relative luminance, Rec. 709)."""
+    r, g, b = (float(c) for c in rgb)
+    return "black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 140 else "white"
+
+
+def learning_curves(history: list[dict], title: str | None = None) -> go.Figure:
+    """Loss and accuracy against epoch, train and validation, side by side.
+
+    history: one dict per epoch with keys epoch, train_loss, train_acc, val_loss, val_acc (lr, seconds ignored here);
+    a missing or None value leaves a gap (e.g. a run without validation).
+    """
+    figure = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"), horizontal_spacing=0.1)
+    epochs = [row.get("epoch") for row in history]
+    styles = {"train": dict(color="#1f77b4"), "val": dict(color="#ff7f0e")}
+    names = {"train": "train", "val": "validation"}
+    for col, metric in ((1, "loss"), (2, "acc")):
+        for phase in ("train", "val"):
+            values = [row.get(f"{phase}_{metric}") for row in history]
+            if all(v is None for v in values):
+                continue
+            figure.add_trace(go.Scatter(x=epochs, y=values, mode="lines+markers", name=names[phase],
+                                        line=styles[phase], legendgroup=phase, showlegend=col == 1), row=1, col=col)
+    figure.update_xaxes(title_text="epoch")
+    figure.update_yaxes(title_text="cross-entropy", row=1, col=1)
+    figure.update_yaxes(title_text="accuracy", tickformat=".0%", row=1, col=2)
+    if not history:
+        figure.add_annotation(text="no epochs yet", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
+    figure.update_layout(title=title, height=340, margin=dict(l=50, r=20, t=60, b=40),
+                         legend=dict(orientation="h", y=-0.2))
+    return figure
+
+
+def probability_bars(probabilities, true: int | None = None, predicted: int | None = None,
+                     title: str | None = None) -> go.Figure:
+    """The 7 class probabilities as bars in the class colours; the predicted class (default: the argmax) is drawn
+    solid and the others faded, the true class (if known) outlined in black and marked "(true)"."""
+    probs = np.asarray(_numpy(probabilities), dtype=np.float64).reshape(-1)
+    if probs.shape != (NUM_CLASSES,):
+        raise ValueError(f"expected {NUM_CLASSES} probabilities, got shape {probs.shape}")
+    predicted = int(np.argmax(probs)) if predicted is None else int(predicted)
+    labels = [name + (" (true)" if true is not None and k == int(true) else "") for k, name in enumerate(CLASS_NAMES)]
+    figure = go.Figure(go.Bar(
+        x=labels, y=probs, text=[f"{p:.0%}" for p in probs], textposition="outside",
+        marker=dict(color=list(CLASS_COLORS),
+                    opacity=[1.0 if k == predicted else 0.45 for k in range(NUM_CLASSES)],
+                    line=dict(color="black", width=[3 if true is not None and k == int(true) else 0
+                                                    for k in range(NUM_CLASSES)])),
+        customdata=list(range(NUM_CLASSES)),
+        hovertemplate="%{x}: %{y:.1%}<extra></extra>"))
+    figure.update_layout(title=title, yaxis=dict(range=[0, 1.12], tickformat=".0%", title="probability"),
+                         height=300, margin=dict(l=50, r=20, t=50 if title else 20, b=40), showlegend=False)
+    return figure
+
+
+def ferplus_vote_bars(votes, title: str | None = "FER+ votes") -> go.Figure:
+    """The FER+ annotators' votes (10 columns of fer2013new.csv) as bars, FER2013 classes in their class colour."""
+    counts = np.asarray(_numpy(votes), dtype=np.int64).reshape(-1)
+    if counts.shape != (len(FERPLUS_COLUMNS),):
+        raise ValueError(f"expected {len(FERPLUS_COLUMNS)} FER+ vote counts, got shape {counts.shape}")
+    colors = ["#bbbbbb"] * len(FERPLUS_COLUMNS)  # contempt, unknown, NF: no FER2013 class
+    for class_index, column in enumerate(FERPLUS_INDEX_OF_CLASS):
+        colors[column] = CLASS_COLORS[class_index]
+    figure = go.Figure(go.Bar(x=list(FERPLUS_COLUMNS), y=counts, text=counts, textposition="outside",
+                              marker=dict(color=colors), hovertemplate="%{x}: %{y} votes<extra></extra>"))
+    top = max(int(counts.max()), 1)
+    figure.update_layout(title=title, yaxis=dict(range=[0, top * 1.2], title="votes"), height=280,
+                         margin=dict(l=50, r=20, t=50 if title else 20, b=40), showlegend=False)
+    return figure
+
+
+def confusion_figure(counts, normalized: bool = False, title: str | None = None, cmap: str = "blues",
+                     cell_px: int = 64) -> go.Figure:
+    """The confusion matrix as a clickable grid that reads like a heatmap.
+
+    Streamlit reports no clicks on Plotly heatmaps, so each of the 49 cells is a square scatter marker
+    (point k = true * 7 + pred, customdata = [true, pred]) coloured by its value, with the count (or, when
+    normalized, the row percentage) as text in a contrasting colour. x: predicted class, y: true class, first class
+    at the top. Marker sizes are in pixels, so the figure has a fixed size: show it with st.plotly_chart(...,
+    width="content", on_select="rerun", selection_mode="points") and read the cell with cell_from_point.
+    """
+    matrix = np.asarray(_numpy(counts), dtype=np.float64)
+    if matrix.shape != (NUM_CLASSES, NUM_CLASSES):
+        raise ValueError(f"expected a {NUM_CLASSES}x{NUM_CLASSES} confusion matrix, got shape {matrix.shape}")
+    row_totals = matrix.sum(axis=1, keepdims=True)
+    fractions = np.divide(matrix, row_totals, out=np.zeros_like(matrix), where=row_totals > 0)
+    values = fractions if normalized else matrix
+    high = 1.0 if normalized else max(float(matrix.max()), 1.0)
+
+    true_idx, pred_idx = np.divmod(np.arange(NUM_CLASSES * NUM_CLASSES), NUM_CLASSES)
+    flat = values.reshape(-1)
+    texts = [f"{100 * v:.0f}%" for v in flat] if normalized else [str(int(round(v))) for v in matrix.reshape(-1)]
+    lut = colormap(cmap)
+    text_colors = [_text_color(lut[int(round(min(v / high, 1.0) * 255))]) for v in flat]
+    hover = [f"true {CLASS_NAMES[i]}, predicted {CLASS_NAMES[j]}: {int(matrix[i, j])} images "
+             f"({100 * fractions[i, j]:.1f}% of {CLASS_NAMES[i]})" for i, j in zip(true_idx, pred_idx)]
+
+    margin = dict(l=100, r=90, t=60 if title else 30, b=90)
+    figure = go.Figure(go.Scatter(
+        x=pred_idx.tolist(), y=true_idx.tolist(), mode="markers+text",
+        marker=dict(symbol="square", size=cell_px - 2, color=flat.tolist(), cmin=0.0, cmax=high,
+                    colorscale=plotly_colorscale(cmap), line=dict(width=0),
+                    colorbar=dict(title="share of row" if normalized else "images",
+                                  tickformat=".0%" if normalized else None, thickness=14)),
+        text=texts, textfont=dict(color=text_colors, size=13),
+        customdata=np.stack([true_idx, pred_idx], axis=1).tolist(),
+        hovertext=hover, hoverinfo="text"))
+    ticks = dict(tickvals=list(range(NUM_CLASSES)), ticktext=list(CLASS_NAMES), showgrid=False, zeroline=False,
+                 fixedrange=True)
+    figure.update_layout(
+        title=title, width=NUM_CLASSES * cell_px + margin["l"] + margin["r"],
+        height=NUM_CLASSES * cell_px + margin["t"] + margin["b"], margin=margin, plot_bgcolor="white",
+        xaxis=dict(title="predicted", range=[-0.5, NUM_CLASSES - 0.5], tickangle=-35, **ticks),
+        # reversed so the first class (Angry) is the top row, as in a printed confusion matrix
+        yaxis=dict(title="true", range=[NUM_CLASSES - 0.5, -0.5], **ticks),
+        clickmode="event+select", dragmode=False, showlegend=False)
+    return figure
+
+
+def cell_from_point(point: dict) -> tuple[int, int]:
+    """(true, pred) of a clicked confusion-grid point, from Streamlit's selection point dict.
+
+    Reads customdata when present, else the point index (true * 7 + pred), else the x/y position.
+    """
+    customdata = point.get("customdata")
+    if customdata is not None and len(customdata) >= 2:
+        return int(customdata[0]), int(customdata[1])
+    for key in ("point_index", "point_number", "pointIndex", "pointNumber"):
+        if point.get(key) is not None:
+            true, pred = divmod(int(point[key]), NUM_CLASSES)
+            return true, pred
+    if point.get("x") is not None and point.get("y") is not None:
+        return int(round(float(point["y"]))), int(round(float(point["x"])))
+    raise ValueError(f"not a confusion-grid point: {point!r}")
