@@ -1,0 +1,301 @@
+"""The dashboard, page by page, through streamlit.testing's AppTest: a real (small, really trained) checkpoint,
+real data files, selections driven through the app's session_state keys (ui/keys.py)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from fercore import jobs
+from fercore.data import load_dataset
+from fercore.labels import CLASS_NAMES, PRIVATE_TEST, PUBLIC_TEST
+
+from fixtures import learnable_faces, tiny_fer_csv
+from ui import keys, nav
+
+ROOT = Path(__file__).resolve().parent.parent
+DASHBOARD = str(ROOT / "dashboard.py")
+TIMEOUT = 60
+
+
+@pytest.fixture(scope="module")
+def classroom(tmp_path_factory):
+    """A data file with PublicTest/PrivateTest rows and FER+ votes, and a checkpoint trained on it for real."""
+    from fercore.training import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("classroom")
+    pixels, labels = learnable_faces(280, seed=1)
+    usage = np.array([PUBLIC_TEST] * 140 + [PRIVATE_TEST] * 140, dtype=np.uint8)
+    votes = np.random.default_rng(0).integers(0, 4, size=(280, 10)).astype(np.uint8)
+    data_path = root / "faces.npz"
+    np.savez(data_path, pixels=pixels, emotion=labels, usage=usage, ferplus_votes=votes)
+    checkpoints = root / "checkpoints"
+    torch.set_num_threads(1)
+    config = TrainConfig(model="fernet", epochs=1, batch_size=32, threads=1, data=str(data_path))
+    train(config, checkpoints / "tiny", dataset=load_dataset(data_path))
+    (root / "runs").mkdir()
+    return {"data": data_path, "checkpoints": checkpoints, "checkpoint": checkpoints / "tiny", "runs": root / "runs",
+            "root": root}
+
+
+@pytest.fixture
+def env(classroom, monkeypatch):
+    monkeypatch.setenv("FERCORE_CHECKPOINTS", str(classroom["checkpoints"]))
+    monkeypatch.setenv("FERCORE_RUNS", str(classroom["runs"]))
+    return classroom
+
+
+def open_app(page: str | None = None, **state) -> AppTest:
+    """The app after its first run (and a switch to `page`), with session_state preset by key."""
+    at = AppTest.from_file(DASHBOARD, default_timeout=TIMEOUT)
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.run()
+    if page is not None:
+        at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def on_data(classroom, **state) -> dict:
+    return {keys.DATA_MODE: "path", keys.DATA_PATH: str(classroom["data"]), keys.SPLIT: "PrivateTest",
+            keys.CHECKPOINT: str(classroom["checkpoint"]), **state}
+
+
+def texts(at: AppTest) -> str:
+    """Every piece of text on the page, for 'does the page say X' checks."""
+    parts = [e.value for kind in ("markdown", "caption", "subheader", "title", "info", "warning", "error", "success")
+             for e in at.get(kind)]
+    return "\n".join(str(p) for p in parts)
+
+
+def predictions(classroom) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Brute force: the checkpoint's probabilities and the labels on the PrivateTest rows."""
+    from fercore.checkpoints import load_model
+
+    loaded = load_model(classroom["checkpoint"])
+    data = load_dataset(classroom["data"]).select_split("PrivateTest")
+    with torch.inference_mode():
+        probs = torch.softmax(loaded.model(loaded.preprocess(data.pixels)), 1).numpy()
+    return probs, probs.argmax(1), data.labels
+
+
+# ------------------------------------------------------------------------------------------------ no checkpoint
+
+def test_without_any_checkpoint_the_app_says_how_to_get_one_and_train_works(tmp_path, monkeypatch):
+    monkeypatch.setenv("FERCORE_CHECKPOINTS", str(tmp_path / "none"))
+    monkeypatch.setenv("FERCORE_RUNS", str(tmp_path / "runs"))
+    at = open_app()
+    assert at.title[0].value == "Confusion"
+    assert "python -m fercore train" in texts(at)
+    for page in (nav.INSPECT, nav.FILTERS):
+        at.switch_page(page).run()
+        assert not at.exception and "python -m fercore train" in texts(at)
+    at.switch_page(nav.TRAIN).run()
+    assert not at.exception
+    assert at.title[0].value == "Train"
+    assert at.button(key="FormSubmitter:new_run-Start training") is not None
+
+
+# ----------------------------------------------------------------------------------------------------- confusion
+
+def test_confusion_page_shows_the_matrix_metrics_and_a_cells_gallery(env):
+    probs, pred, labels = predictions(env)
+    at = open_app(**on_data(env))
+    assert at.title[0].value == "Confusion"
+    accuracy = (pred == labels).mean()
+    assert f"accuracy **{accuracy:.1%}**" in texts(at)
+    table = at.dataframe[0].value
+    assert list(table["class"]) == list(CLASS_NAMES)
+    assert list(table["images"]) == np.bincount(labels, minlength=7).tolist()
+    assert len(at.get("plotly_chart")) == 1
+
+    # The largest off-diagonal cell (or the largest cell when the model is perfect), chosen as a click would.
+    counts = np.zeros((7, 7), int)
+    np.add.at(counts, (labels, pred), 1)
+    off = counts - np.diag(np.diag(counts))
+    true, guess = np.unravel_index((off if off.any() else counts).argmax(), counts.shape)
+    at.session_state[keys.CELL] = (int(true), int(guess))
+    at.run()
+    assert not at.exception
+    n = counts[true, guess]
+    assert f"True {CLASS_NAMES[true]}, predicted {CLASS_NAMES[guess]}: {n} image" in texts(at)
+    members = np.flatnonzero((labels == true) & (pred == guess))
+    ranked = members[np.argsort(-probs[members, guess], kind="stable")]
+    buttons = [b for b in at.button if b.key and b.key.startswith("w_pick_")]
+    assert [int(b.key.removeprefix("w_pick_")) for b in buttons] == ranked[:24].tolist()
+    assert any("mean saliency" in c for image in at.image for c in image.captions)
+
+    buttons[0].click().run()  # Inspect under the most confident face: selects it and opens Inspect
+    assert at.session_state[keys.IMAGE] == ranked[0]
+    assert at.title[0].value == "Inspect"
+
+
+def test_row_normalized_toggle_and_an_empty_cell(env):
+    at = open_app(**on_data(env, **{keys.NORMALIZED: True}))
+    assert not at.exception and len(at.get("plotly_chart")) == 1
+    _, pred, labels = predictions(env)
+    counts = np.zeros((7, 7), int)
+    np.add.at(counts, (labels, pred), 1)
+    empty = np.argwhere(counts == 0)
+    if len(empty):
+        at.session_state[keys.CELL] = tuple(int(v) for v in empty[0])
+        at.run()
+        assert not at.exception and "No image falls in this cell" in texts(at)
+
+
+# ------------------------------------------------------------------------------------------------------- inspect
+
+@pytest.mark.parametrize("method", ["gradient", "smoothgrad", "integrated_gradients", "gradcam"])
+def test_inspect_page_draws_heatmap_mask_and_bars_for_every_method(env, method):
+    at = open_app(nav.INSPECT, **on_data(env, **{keys.IMAGE: 5, keys.METHOD: method}))
+    captions = [c for image in at.image for c in image.captions]
+    assert ["Original", "Heatmap", "Mask", "Overlay"] == captions[:4]
+    assert at.session_state["w_inspect_index"] == 5
+    assert len(at.get("plotly_chart")) == 2  # probabilities and FER+ votes
+    assert len(at.get("download_button")) == 1
+
+
+def test_inspect_targets_and_threshold(env):
+    at = open_app(nav.INSPECT, **on_data(env, **{keys.IMAGE: 2}))
+    for mode in ("true", "class", "contrast"):
+        at.selectbox(key=keys.TARGET_MODE).set_value(mode).run()
+        assert not at.exception, mode
+    at.slider(key=keys.THRESHOLD).set_value(0.9).run()
+    assert not at.exception
+
+
+def test_inspect_map_is_fercores_saliency(env):
+    """What the page shows is fercore.saliency's map for the selected image and target."""
+    from fercore.checkpoints import load_model
+    from fercore.saliency import Target, gradient
+    from ui import analysis
+    from ui.sidebar import Selection
+    from ui.sources import DataChoice
+
+    selection = Selection(str(env["checkpoint"]), DataChoice(str(env["data"]), "faces"), "PrivateTest")
+    result = analysis.image_analysis(analysis.scope(selection), 7, "gradient", analysis.TargetSpec("class", 3), {})
+    loaded = load_model(env["checkpoint"])
+    data = load_dataset(env["data"]).select_split("PrivateTest")
+    expected = gradient(loaded.model, loaded.preprocess(data.pixels[7:8]), Target.cls(3))[0]
+    np.testing.assert_allclose(result.saliency, expected, rtol=1e-5, atol=1e-7)
+    assert result.label == data.labels[7]
+
+
+# ------------------------------------------------------------------------------------------------------- filters
+
+def test_filters_page_renders_a_layer_grid_once_for_every_session(env):
+    state = on_data(env, **{keys.IMAGE: 1, "w_fa_steps": 10})
+    at = open_app(nav.FILTERS, **state)
+    assert "Outputs of conv1 for image 1" in texts(at)
+    assert len(at.columns) > 0 and not at.exception
+    at.button(key="w_fa_render").click().run()
+    assert not at.exception
+    assert any("all 32 filters of conv1" in c for image in at.image for c in image.captions)
+    assert "dead" in texts(at).lower()
+
+    other = open_app(nav.FILTERS, **state)  # another session: the grid is there without a click
+    assert any("all 32 filters of conv1" in c for image in other.image for c in image.captions)
+
+    other.session_state[keys.FILTER_MODE] = "one"
+    other.session_state[keys.FILTER_INDEX] = 3
+    other.run()
+    other.button(key="w_fa_render").click().run()
+    assert any(c == "filter 3 of conv1" for image in other.image for c in image.captions)
+    assert "Faces that excite filter 3 of conv1 most" in texts(other)
+
+
+# --------------------------------------------------------------------------------------------------------- train
+
+def wait_until(predicate, timeout=90.0) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.3)
+    return False
+
+
+def start_run(at: AppTest, name: str, epochs: int) -> None:
+    at.text_input(key="w_train_name").set_value(name)
+    at.number_input(key="w_train_epochs").set_value(epochs)
+    at.number_input(key="w_train_batch").set_value(32)
+    at.selectbox(key="w_train_model").set_value("fernet")
+    at.button(key="FormSubmitter:new_run-Start training").click().run()
+
+
+def test_train_page_starts_refuses_a_second_start_follows_resumes_and_stops(env, tmp_path):
+    data = tiny_fer_csv(tmp_path, n_train=140, n_val=35)
+    at = open_app(nav.TRAIN, **{keys.DATA_MODE: "path", keys.DATA_PATH: str(data)})
+    run_dir = env["runs"] / "class-run"
+    try:
+        start_run(at, "class-run", 1)
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        assert jobs.is_running(run_dir)
+        assert at.session_state[keys.TRAIN_RUN] == str(run_dir)
+
+        start_run(at, "class-run", 1)  # a second start on the same run (as from another tab)
+        assert any("already training" in e.value for e in at.error)
+
+        assert wait_until(lambda: not jobs.is_running(run_dir)), jobs.status(run_dir).log_tail
+        at.run()
+        assert "1 epoch done" in texts(at) and "Best validation accuracy" in texts(at)
+        assert len(at.get("plotly_chart")) == 1  # the learning curves, read from the run folder
+
+        other = open_app(nav.TRAIN, **{keys.DATA_MODE: "path", keys.DATA_PATH: str(data)})  # another tab
+        assert other.selectbox(key="w_train_run").value == str(run_dir) and "1 epoch done" in texts(other)
+
+        start_run(other, "class-run", 1)  # an existing, finished run: refused, pointing to resume
+        assert any("already exists" in e.value for e in other.error)
+
+        other.number_input(key="w_resume_epochs").set_value(500)
+        other.button(key="w_train_resume").click().run()
+        assert not other.exception and not other.error
+        assert jobs.is_running(run_dir)
+        other.button(key="w_train_stop").click().run()
+        assert not other.exception
+        assert not jobs.is_running(run_dir) and "Not running" in texts(other)
+    finally:
+        jobs.stop(run_dir)
+
+
+# -------------------------------------------------------------------------------------------------- bad input
+
+def test_bad_data_path_shows_an_error_and_the_page_stays_usable(env, tmp_path):
+    bad = tmp_path / "broken.csv"
+    bad.write_text("emotion,pixels,Usage\n0,1 2 3,Training\n")
+    at = open_app(**on_data(env, **{keys.DATA_PATH: str(bad)}))
+    assert any("broken.csv" in e.value for e in at.error)
+    at.text_input(key=keys.DATA_PATH).set_value(str(env["data"])).run()
+    assert not at.exception and not at.error and len(at.get("plotly_chart")) == 1
+
+
+def test_uploaded_csv_is_parsed_and_a_bad_one_is_refused(env, tmp_path):
+    at = open_app(**on_data(env, **{keys.DATA_MODE: "upload"}))
+    assert "upload a CSV" in texts(at)
+    at.file_uploader(key=keys.DATA_UPLOAD).upload("bad.csv", b"emotion,pixels,Usage\n9,1 2,PrivateTest\n", "text/csv")
+    at.run()
+    assert not at.exception and at.error
+
+    pixels, labels = learnable_faces(28, seed=3)
+    lines = ["emotion,pixels,Usage"] + [f"{l},{' '.join(map(str, p.ravel()))},PrivateTest" for p, l in zip(pixels, labels)]
+    at.file_uploader(key=keys.DATA_UPLOAD).set_value(("good.csv", "\n".join(lines).encode(), "text/csv"))
+    at.run()
+    assert not at.exception and not at.error
+    assert "28 images" in texts(at)
+
+
+def test_a_broken_checkpoint_shows_an_error(env, tmp_path, monkeypatch):
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    (shipped / "broken.pt").write_bytes(b"not a checkpoint")
+    monkeypatch.setenv("FERCORE_CHECKPOINTS", str(shipped))
+    at = open_app(**on_data(env, **{keys.CHECKPOINT: str(shipped / "broken.pt")}))
+    assert any("broken.pt" in e.value for e in at.error)
+    at.switch_page(nav.INSPECT).run()
+    assert not at.exception and any("broken.pt" in e.value for e in at.error)
