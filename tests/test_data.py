@@ -51,17 +51,27 @@ def kaggle_lines(n: int = 6) -> list[str]:
 
 @pytest.mark.parametrize("newline,quoted", [("\n", True), ("\r\n", False)])
 def test_kaggle_csv(tmp_path, newline, quoted):
-    pixels, labels = random_faces(300)  # more than one parse chunk
-    usage = np.repeat([TRAINING, PUBLIC_TEST, PRIVATE_TEST], 100)
+    pixels, labels = random_faces(600)  # several parse chunks, parsed on threads
+    usage = np.repeat([TRAINING, PUBLIC_TEST, PRIVATE_TEST], 200)
     path = write_kaggle_csv(tmp_path / "fer2013.csv", pixels, labels, usage, newline, quoted)
     ds = load_dataset(path)
-    assert len(ds) == 300 and ds.pixels.dtype == np.uint8 and ds.pixels.shape == (300, 48, 48)
+    assert len(ds) == 600 and ds.pixels.dtype == np.uint8 and ds.pixels.shape == (600, 48, 48)
     np.testing.assert_array_equal(ds.pixels, pixels)
     np.testing.assert_array_equal(ds.labels, labels)
     assert ds.labels.dtype == np.int64
     np.testing.assert_array_equal(ds.split, usage)  # the file's Usage, untouched
-    assert ds.ids.tolist() == [str(i) for i in range(300)]
+    assert ds.ids.tolist() == [str(i) for i in range(600)]
     assert ds.ferplus_votes is None and ds.source == str(path)
+
+
+def test_the_vectorised_path_takes_well_formed_rows_and_refuses_the_rest():
+    pixels, _ = random_faces(3)
+    rows = [pixel_text(x).encode() for x in pixels]
+    np.testing.assert_array_equal(data._parse_pixel_chunk(rows), pixels.reshape(3, -1))  # no slow fallback
+    _, rest = rows[0].split(b" ", 1)
+    for bad in (rows[0] + b" 1", rows[0].rsplit(b" ", 1)[0], rows[0].replace(b" ", b"  ", 1), rows[0] + b" ",
+                rows[0].replace(b" ", b"a", 1), b"256 " + rest, b"0001 " + rest, b"-1 " + rest):
+        assert data._parse_pixel_chunk([rows[1], bad, rows[2]]) is None, bad[:20]
 
 
 def test_course_train_csv_gets_a_stratified_validation_split(tmp_path):
@@ -452,6 +462,11 @@ def test_dataset_subset_select_and_fingerprint(tmp_path):
     relabelled[0] = (relabelled[0] + 1) % 7
     assert FerDataset(pixels, relabelled, np.arange(9) % 3, np.arange(9)).fingerprint() != ds.fingerprint()
     assert FerDataset(pixels, None, np.arange(9) % 3, np.arange(9)).fingerprint() != ds.fingerprint()
+    for row, y, x in [(0, 0, 0), (8, 47, 47), (4, 20, 33)]:  # any single grey level anywhere changes it
+        touched = pixels.copy()
+        touched[row, y, x] ^= 1
+        assert FerDataset(touched, labels, np.arange(9) % 3, np.arange(9)).fingerprint() != ds.fingerprint()
+    assert ds.subset(np.arange(9)[::-1]).fingerprint() != ds.fingerprint()  # order matters
     with pytest.raises(ValueError, match="pixels must be uint8"):
         FerDataset(pixels.astype(np.float32), labels, np.zeros(9), np.arange(9))
 
