@@ -1,0 +1,123 @@
+"""Gradient-ascent speed per conv layer, beside the share of this machine's fp32 matmul rate that the work reaches.
+
+For every conv layer of each model: seconds for 64 filters (all of them when the layer has fewer) x 100 steps of
+fercore.filters.visualize_filters, all filters in one batch, the network run only up to the layer.
+
+FLOPs counted: the convolutions the truncated network runs before the layer (from their real output shapes, via
+hooks), forward plus the backward to the input image. Parameters are frozen, so there are no weight gradients and
+the backward costs what the forward does. The layer's own filters add one multiply-add per element of its input
+(a filter's mean response is a dot product with a fixed pattern, see fercore.filters). Elementwise work (BN, ReLU,
+pooling, Adam) is not counted: it is memory-bound and reported only through the time it takes.
+
+The matmul rate is a 2048x2048 fp32 matmul, measured right before and after each row (the machine may be shared);
+a row's share is its GFLOP/s over the mean of the two.
+
+    python benchmarks/bench_filters.py [--models hw3,fernet] [--layers conv1,conv4] [--steps 100] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from fercore import filters  # noqa: E402
+from fercore.models import build_model  # noqa: E402
+
+MATMUL_N = 2048
+HEAVY_FLOPS = 100e9  # layers whose ascent is compute-bound enough to be held to 50% of the matmul rate
+
+
+def matmul_gflops(repeats: int = 5) -> float:
+    """Best of a few 2048x2048 fp32 matmuls, in GFLOP/s."""
+    a, b = torch.randn(MATMUL_N, MATMUL_N), torch.randn(MATMUL_N, MATMUL_N)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * MATMUL_N ** 3 / best / 1e9
+
+
+def ascent_flops(model: nn.Module, layer: str, images: int, steps: int) -> float:
+    """Conv FLOPs of `steps` ascent steps on `images` images: forward and input-gradient backward of the truncated
+    network, plus the dot product that gives each filter's mean response."""
+    site = filters.find_layer(model, layer)
+    per_image = 0
+
+    def count(module: nn.Conv2d, inputs, output):
+        nonlocal per_image
+        kernel = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+        per_image += 2 * kernel * output[0].numel()
+
+    handles = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            conv_input = filters.run_until(model, torch.zeros(1, *filters.IMAGE_SHAPE), site.conv, before=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+    per_image += 2 * conv_input.numel()
+    return 2 * per_image * images * steps
+
+
+def time_layer(model: nn.Module, layer: str, count: int, steps: int) -> float:
+    filters.visualize_filters(model, layer, range(count), steps=2)  # warm-up: oneDNN primitives, allocator
+
+    def progress(step: int, total: int) -> None:
+        print(f"\r  {layer}: step {step}/{total}", end="", file=sys.stderr, flush=True)
+
+    start = time.perf_counter()
+    filters.visualize_filters(model, layer, range(count), steps=steps, seed=0, progress=progress)
+    seconds = time.perf_counter() - start
+    print("\r" + " " * 40 + "\r", end="", file=sys.stderr, flush=True)
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="hw3,fernet")
+    parser.add_argument("--layers", default="", help="comma-separated conv layer names (default: all)")
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--filters", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.steps} steps, "
+          f"up to {args.filters} filters per layer in one batch")
+    header = (f"{'model':8} {'layer':6} {'filters':>7} {'seconds':>8} {'ms/step':>8} {'GFLOP':>8} {'GFLOP/s':>8} "
+              f"{'matmul':>7} {'share':>6}  goal")
+    print(header)
+    print("-" * len(header))
+    for name in args.models.split(","):
+        model = build_model(name).eval()
+        layers = filters.conv_layers(model)
+        chosen = args.layers.split(",") if args.layers else list(layers)
+        for index, layer in enumerate(layers):
+            if layer not in chosen:
+                continue
+            count = min(args.filters, layers[layer].out_channels)
+            before = matmul_gflops()
+            seconds = time_layer(model, layer, count, args.steps)
+            after = matmul_gflops()
+            work = ascent_flops(model, layer, count, args.steps)
+            rate, matmul = work / seconds / 1e9, (before + after) / 2
+            if index == 0:
+                goal = f"<= 1 s: {'met' if seconds <= 1 else 'MISSED'}"
+            elif work >= HEAVY_FLOPS:
+                goal = f">= 50%: {'met' if rate >= 0.5 * matmul else 'MISSED'}"
+            else:
+                goal = "(light: memory-bound)"
+            print(f"{name:8} {layer:6} {count:7d} {seconds:8.2f} {1000 * seconds / args.steps:8.1f} "
+                  f"{work / 1e9:8.1f} {rate:8.1f} {matmul:7.1f} {rate / matmul:6.0%}  {goal}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,342 @@
+"""fercore.filters on real models: a small CNN trained here for a few seconds, and the registry's hw3 and fernet."""
+
+from collections import OrderedDict
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fercore import filters
+from fercore.models import build_model
+from tests.fixtures import learnable_faces
+
+torch.set_num_threads(1)
+
+
+def small_cnn() -> nn.Sequential:
+    """conv-BN-ReLU, conv-ReLU (with bias, no BN), conv-BN-ReLU, pooling between: every kind of stage chain."""
+    return nn.Sequential(OrderedDict([
+        ("conv1", nn.Conv2d(1, 8, 3, padding=1)), ("bn1", nn.BatchNorm2d(8)), ("relu1", nn.ReLU()),
+        ("pool1", nn.MaxPool2d(2)),
+        ("conv2", nn.Conv2d(8, 16, 3, padding=1)), ("relu2", nn.ReLU()),
+        ("pool2", nn.MaxPool2d(2)),
+        ("conv3", nn.Conv2d(16, 16, 3, padding=1, bias=False)), ("bn3", nn.BatchNorm2d(16)), ("relu3", nn.ReLU()),
+        ("flatten", nn.Flatten()), ("fc", nn.Linear(16 * 12 * 12, 7)),
+    ]))
+
+
+@pytest.fixture(scope="module")
+def faces() -> tuple[torch.Tensor, torch.Tensor]:
+    pixels, labels = learnable_faces(420, seed=1)
+    return torch.from_numpy(pixels).float().div(255).unsqueeze(1), torch.from_numpy(labels)
+
+
+@pytest.fixture(scope="module")
+def trained(faces) -> nn.Sequential:
+    """small_cnn trained on faces whose class is the position of a bright square (the homework's /255 input)."""
+    torch.manual_seed(0)
+    model = small_cnn()
+    images, labels = faces
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for epoch in range(1):
+        for batch in torch.randperm(len(images)).split(32):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(images[batch]), labels[batch]).backward()
+            optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        accuracy = (model(images).argmax(1) == labels).float().mean().item()
+    assert accuracy > 0.9, f"the test model did not learn its task (accuracy {accuracy:.2f})"
+    return model
+
+
+def registry_model(name: str) -> nn.Module:
+    """A registry model with non-trivial BN statistics (as after training), in eval mode."""
+    torch.manual_seed(1)
+    model = build_model(name)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def hw3() -> nn.Module:
+    return registry_model("hw3")
+
+
+@pytest.fixture(scope="module")
+def fernet() -> nn.Module:
+    return registry_model("fernet")
+
+
+# ------------------------------------------------------------------------------------------------ layer outputs
+
+def test_layer_outputs_equal_a_manual_forward(hw3):
+    x = torch.rand(3, 1, 48, 48)
+    with torch.no_grad():
+        conv1 = hw3.conv1(x)
+        relu1 = hw3.relu1(hw3.bn1(conv1))
+        bn3 = hw3.bn3(hw3.conv3(hw3.drop1(hw3.pool1(hw3.relu2(hw3.conv2(relu1))))))
+    np.testing.assert_allclose(filters.layer_outputs(hw3, x, "conv1"), relu1.numpy(), atol=1e-6)
+    np.testing.assert_allclose(filters.layer_outputs(hw3, x, 0, stage="conv"), conv1.numpy(), atol=1e-6)
+    np.testing.assert_allclose(filters.layer_outputs(hw3, x, "conv3", stage="pre_relu"), bn3.numpy(),
+                               atol=1e-5)
+    outputs = filters.layer_outputs(hw3, x[0], "conv4")  # one image (1, 48, 48): the homework's call
+    assert outputs.shape == (1, 128, 24, 24) and outputs.dtype == np.float32 and outputs.min() >= 0
+
+
+def test_stages_follow_the_data_flow(hw3, fernet):
+    site = filters.find_layer(hw3, "conv2")
+    assert site.norm is None and site.activation is hw3.relu2 and site.output_hw == (48, 48)
+    site = filters.find_layer(fernet, "conv5")
+    assert site.norm is fernet.bn5 and site.activation is fernet.relu5 and site.output_hw == (12, 12)
+    with pytest.raises(ValueError, match="conv1, conv2, conv3, conv4"):
+        filters.find_layer(hw3, "fc1")
+    with pytest.raises(ValueError, match="stage"):
+        filters.layer_outputs(hw3, torch.rand(1, 1, 48, 48), "conv1", stage="post")
+
+
+@pytest.mark.parametrize("name", ["hw3", "fernet"])
+def test_truncated_forward_equals_the_full_models_activation_and_stops_there(name, hw3, fernet):
+    model = {"hw3": hw3, "fernet": fernet}[name]
+    x = torch.rand(1, 1, 48, 48)
+    points = [(layer, stage, filters.find_layer(model, layer).module_at(stage))
+              for layer in filters.conv_layers(model) for stage in filters.STAGES]
+    seen = {}
+    handles = [module.register_forward_hook(lambda m, i, out, key=(layer, stage): seen.setdefault(key, out))
+               for layer, stage, module in points]
+    with torch.no_grad():
+        model(x)
+    for handle in handles:
+        handle.remove()
+    classifier_calls = []
+    handle = list(model.children())[-1].register_forward_hook(lambda *args: classifier_calls.append(1))
+    for layer, stage, _ in points:
+        with torch.no_grad():
+            torch.testing.assert_close(filters.truncated_forward(model, x, layer, stage), seen[layer, stage],
+                                       rtol=0, atol=0)
+    handle.remove()
+    assert not classifier_calls, "the truncated forward ran the classifier"
+
+
+class Residual(nn.Module):
+    """Not a plain chain: a skip connection (a functional add) and an in-place functional ReLU between modules."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2, self.conv3 = nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), \
+            nn.Conv2d(8, 8, 3, padding=1)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 7))
+
+    def forward(self, x):
+        x = self.conv1(x)
+        x = x + self.conv2(x)
+        return self.head(self.conv3(x.relu_()))
+
+
+def test_the_prefix_is_rebuilt_only_for_a_plain_chain_and_computes_the_layers_input(hw3):
+    site = filters.find_layer(hw3, "conv4")
+    assert site.chain == (hw3.conv1, hw3.bn1, hw3.relu1, hw3.conv2, hw3.relu2, hw3.pool1, hw3.drop1, hw3.conv3,
+                          hw3.bn3, hw3.relu3)
+    x = torch.rand(3, 1, 48, 48)
+    with torch.no_grad():
+        prefix = filters.to_conv_input(hw3, site)
+        assert not any(isinstance(m, (nn.BatchNorm2d, nn.Dropout)) for m in prefix.modules())  # folded, left out
+        torch.testing.assert_close(prefix(x), filters.run_until(hw3, x, hw3.conv4, before=True),
+                                   rtol=1e-4, atol=1e-5)
+    residual = Residual().eval()
+    assert filters.find_layer(residual, "conv2").chain == (residual.conv1,)
+    assert filters.find_layer(residual, "conv3").chain is None  # the add and the in-place relu_ are not modules
+    result = filters.visualize_filters(residual, "conv3", steps=15)  # stopped by a hook in the model itself
+    outputs = filters.layer_outputs(residual, torch.from_numpy(result.images)[:, None], "conv3")
+    np.testing.assert_allclose(outputs[np.arange(8), np.arange(8)].mean(axis=(1, 2)), result.activations,
+                               rtol=1e-4, atol=1e-5)
+    assert (result.activations > result.start_activations).all()
+
+
+@pytest.mark.parametrize("name,layer", [("hw3", "conv1"), ("hw3", "conv3"), ("fernet", "conv4")])
+def test_one_filter_responses_equal_the_whole_layers(name, layer, hw3, fernet):
+    """The per-filter computation (one filter per image for gradient ascent, one filter for all images for the top
+    images) equals the layer computed whole, with BN folded in."""
+    model = {"hw3": hw3, "fernet": fernet}[name]
+    site = filters.find_layer(model, layer)
+    x = torch.rand(5, 1, 48, 48)
+    with torch.no_grad():
+        conv_input = filters.run_until(model, x, site.conv, before=True)
+        whole = filters.truncated_forward(model, x, layer, "pre_relu")
+        chosen = torch.tensor([3, 0, 7, 7, 1])
+        per_image = filters.filter_response(site, conv_input, chosen, per_image=True)
+        shared = filters.filter_response(site, conv_input, chosen, "activation")
+    torch.testing.assert_close(per_image[:, 0], whole[torch.arange(5), chosen], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(shared, whole[:, chosen].relu(), rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------- gradient ascent
+
+def mean_responses(model, images: np.ndarray, layer: str) -> np.ndarray:
+    """(images, channels): every filter's mean response on every image, from the layer computed whole."""
+    outputs = filters.layer_outputs(model, torch.from_numpy(images)[:, None], layer, stage="pre_relu")
+    return outputs.mean(axis=(2, 3))
+
+
+@pytest.mark.parametrize("layer", ["conv2", "conv3"])
+def test_gradient_ascent_raises_each_filters_response_far_above_the_noise_start(trained, faces, layer):
+    result = filters.visualize_filters(trained, layer, steps=60, seed=0)
+    count = filters.find_layer(trained, layer).conv.out_channels
+    assert result.images.shape == (count, 48, 48) and result.images.dtype == np.float32
+    assert result.images.min() >= 0 and result.images.max() <= 1
+    alive = ~result.dead
+    assert alive.sum() >= count - 2
+    # Far above the start: the gain dwarfs how much the response varies between noise images ...
+    noise = (0.5 + 0.1 * torch.randn(32, 1, 48, 48)).clamp(0, 1)
+    noise_spread = mean_responses(trained, noise[:, 0].numpy(), layer).std(0)
+    gain = result.activations - result.start_activations
+    assert (gain[alive] > 10 * noise_spread[alive]).all()
+    # ... and above the filter's mean response on every real face of the data set.
+    on_faces = mean_responses(trained, faces[0][:, 0].numpy(), layer).max(0)
+    assert (result.activations[alive] > on_faces[alive]).all()
+    # The reported activation is the filter's real mean response on its image (the layer computed whole) ...
+    responses = mean_responses(trained, result.images, layer)
+    np.testing.assert_allclose(np.diag(responses), result.activations, rtol=1e-3, atol=1e-4)
+    # ... and each filter responds more to its own image than to the images made for the other filters: more than
+    # to their average always, and most of all for nearly every filter.
+    others = (responses.sum(0) - np.diag(responses)) / (count - 1)
+    assert (np.diag(responses)[alive] > others[alive]).all()
+    assert (responses.argmax(0) == np.arange(count))[alive].mean() >= 0.8
+
+
+def test_gradient_ascent_through_the_activation_and_with_every_regulariser(trained):
+    start = torch.full((1, 48, 48), 0.5)
+    result = filters.visualize_filters(trained, "conv3", [0, 5, 9], steps=30, stage="activation", start=start,
+                                       l2_decay=0.01, blur_every=4, blur_sigma=0.7, jitter=2, tv_weight=0.05,
+                                       value_range=(-0.5, 1.5))
+    assert result.stage == "activation" and list(result.filters) == [0, 5, 9]
+    assert result.images.min() >= -0.5 and result.images.max() <= 1.5
+    assert np.isfinite(result.images).all()
+    outputs = filters.layer_outputs(trained, torch.from_numpy(result.images)[:, None], "conv3")
+    np.testing.assert_allclose(outputs[np.arange(3), [0, 5, 9]].mean(axis=(1, 2)), result.activations,
+                               rtol=1e-3, atol=1e-4)
+
+
+def test_the_whole_layer_batch_equals_optimising_one_filter_alone(trained):
+    options = dict(steps=40, seed=7, jitter=1, blur_every=5, l2_decay=0.005, tv_weight=0.02)
+    whole = filters.visualize_filters(trained, "conv2", **options)
+    for f in (4, 11):
+        alone = filters.visualize_filters(trained, "conv2", [f], **options)
+        np.testing.assert_allclose(alone.images[0], whole.images[f], atol=1e-5)
+        np.testing.assert_allclose(alone.activations[0], whole.activations[f], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(alone.start_activations[0], whole.start_activations[f], rtol=1e-5, atol=1e-6)
+
+
+def test_a_filter_that_can_never_fire_is_flagged_dead(trained):
+    model = copy.deepcopy(trained)
+    with torch.no_grad():
+        model.conv2.weight[3] = 0
+        model.conv2.bias[3] = -1.0
+    broken = filters.visualize_filters(model, "conv2", steps=20)
+    original = filters.visualize_filters(trained, "conv2", steps=20)
+    assert broken.dead[3] and not original.dead[3]
+    assert broken.activations[3] == pytest.approx(-1.0)
+    np.testing.assert_array_equal(np.delete(broken.dead, 3), np.delete(original.dead, 3))
+
+
+def test_progress_is_reported_after_every_step(trained):
+    calls = []
+    filters.visualize_filters(trained, "conv1", steps=7, progress=lambda step, total: calls.append((step, total)))
+    assert calls == [(step, 7) for step in range(1, 8)]
+
+
+def test_the_model_comes_back_unchanged(trained):
+    model = copy.deepcopy(trained).train()
+    model.conv2.weight.requires_grad_(False)
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    flags = {name: p.requires_grad for name, p in model.named_parameters()}
+    storage = {name: p.data_ptr() for name, p in model.named_parameters()}
+    filters.visualize_filters(model, "conv3", steps=5, jitter=1)
+    filters.top_activating(model, torch.rand(20, 1, 48, 48), "conv2", 1, k=3)
+    filters.layer_outputs(model, torch.rand(2, 1, 48, 48), "conv1")
+    for name, value in model.state_dict().items():  # BN running statistics included: nothing ran in train mode
+        assert torch.equal(value, before[name]), name
+    assert {name: p.requires_grad for name, p in model.named_parameters()} == flags
+    assert {name: p.data_ptr() for name, p in model.named_parameters()} == storage  # the caller's own tensors
+    assert all(m.training for m in model.modules())
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+def test_registry_models_hw3_first_layer_and_a_deep_fernet_layer(hw3, fernet):
+    first = filters.visualize_filters(hw3, "conv1", steps=30)
+    assert first.images.shape == (64, 48, 48) and first.layer == "conv1"
+    assert (first.activations[~first.dead] > first.start_activations[~first.dead]).all()
+    deep = filters.visualize_filters(fernet, "conv6", [0, 100, 255], steps=10)
+    assert deep.images.shape == (3, 48, 48)
+    assert (deep.activations > deep.start_activations).all()
+
+
+# ------------------------------------------------------------------------------- receptive fields and top images
+
+def analytic_field(model: nn.Sequential, layer: str) -> filters.ReceptiveField:
+    """The textbook recurrence over a plain Sequential's convs and pools up to `layer` (square, symmetric)."""
+    size, stride, offset = 1, 1, 0
+    for name, module in model.named_children():
+        if isinstance(module, (nn.Conv2d, nn.MaxPool2d)):
+            k, s, p = (getattr(module, a) for a in ("kernel_size", "stride", "padding"))
+            k, s, p = (v[0] if isinstance(v, tuple) else v for v in (k, s, p))
+            size, offset, stride = size + (k - 1) * stride, offset - p * stride, stride * s
+        if name == layer:
+            return filters.ReceptiveField((size, size), (stride, stride), (offset, offset))
+    raise KeyError(layer)
+
+
+@pytest.mark.parametrize("name,layer", [("hw3", "conv1"), ("hw3", "conv4"), ("fernet", "conv7")])
+def test_receptive_field_is_measured_right_even_beyond_the_image(name, layer, hw3, fernet):
+    model = {"hw3": hw3, "fernet": fernet}[name]
+    expected = analytic_field(model, layer)
+    assert filters.receptive_field(model, layer) == expected
+    if (name, layer) == ("hw3", "conv4"):
+        assert expected == filters.ReceptiveField((14, 14), (2, 2), (-6, -6))
+    if name == "fernet":
+        assert expected.size[0] > 48  # measured on a larger probe image
+
+
+def test_top_activating_matches_a_brute_force_recount(trained, faces):
+    images = faces[0][:300]
+    for layer, f in [("conv2", 5), ("conv3", 2)]:
+        top = filters.top_activating(trained, images, layer, f, k=6)
+        maps = filters.layer_outputs(trained, images, layer, stage="pre_relu")[:, f]
+        peaks = maps.reshape(len(maps), -1).max(1)
+        order = np.argsort(-peaks, kind="stable")[:6]
+        np.testing.assert_array_equal(top.indices, order)
+        np.testing.assert_allclose(top.scores, peaks[order], rtol=1e-5, atol=1e-6)
+        field = top.receptive_field
+        assert field == analytic_field(trained, layer)
+        for i, (row, col), region in zip(top.indices, top.positions, top.regions):
+            assert maps[i, row, col] == pytest.approx(peaks[i], abs=1e-6)
+            assert tuple(region) == field.region(row, col)
+            top_, left, bottom, right = region
+            centre = (field.offset[0] + row * field.stride[0] + field.size[0] // 2,
+                      field.offset[1] + col * field.stride[1] + field.size[1] // 2)
+            assert top_ <= centre[0] < bottom and left <= centre[1] < right
+            assert 0 <= top_ < bottom <= 48 and 0 <= left < right <= 48
+
+
+def test_top_activating_region_covers_what_the_filter_sees(trained, faces):
+    """Changing pixels outside the region leaves the peak unit's response unchanged; inside, it changes it."""
+    images = faces[0][:100]
+    top = filters.top_activating(trained, images, "conv3", 4, k=1)
+    i, (row, col), (t, l, b, r) = top.indices[0], top.positions[0], top.regions[0]
+    image = images[i:i + 1].clone()
+    outside = image.clone()
+    outside[..., :, :] = torch.rand_like(outside)
+    outside[..., t:b, l:r] = image[..., t:b, l:r]
+    response = lambda x: filters.truncated_forward(trained, x, "conv3", "pre_relu")[0, 4, row, col].item()
+    assert response(outside) == pytest.approx(response(image), abs=1e-5)
+    inside = image.clone()
+    inside[..., t:b, l:r] = torch.rand(b - t, r - l)
+    assert response(inside) != pytest.approx(response(image), abs=1e-3)
