@@ -545,6 +545,9 @@ def _read_npz(path: Path) -> dict:
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
         what = f"array {name!r} cannot be read" if name else "not a readable .npz archive"
         raise _fail(path, f"{what} ({type(e).__name__}: {e})") from None
+    for name, value in stored.items():
+        if not isinstance(value, np.ndarray):  # a zip member that is not a .npy file
+            raise _fail(path, f"member {name!r} is not a numpy array; expected a .npz written by numpy")
     label_name = "emotion" if "emotion" in stored else "labels" if "labels" in stored else None
     for required in ("pixels", label_name or "emotion"):
         if required not in stored:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -343,11 +344,16 @@ def test_npz_errors_name_the_file_and_array(tmp_path, overrides, words):
     assert str(error.value).startswith(str(path)) and words in str(error.value), str(error.value)
 
 
-def test_corrupt_npz(tmp_path):
+def test_corrupt_npz_and_foreign_zip(tmp_path):
     path = npz_with(tmp_path / "cut.npz")
     path.write_bytes(path.read_bytes()[:300])
     with pytest.raises(DataError, match=r"cut\.npz: not a readable \.npz archive"):
         load_dataset(path)
+    foreign = tmp_path / "foreign.npz"
+    with zipfile.ZipFile(foreign, "w") as archive:
+        archive.writestr("pixels", "not an array")
+    with pytest.raises(DataError, match=r"foreign\.npz: member 'pixels' is not a numpy array"):
+        load_dataset(foreign)
 
 
 # --------------------------------------------------------------------------------------------------- cache
