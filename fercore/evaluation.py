@@ -8,8 +8,9 @@ each confusion cell ranked by confidence, and per-cell aggregates (mean face, me
 
 Results are cached on disk per (checkpoint key, data fingerprint, split, options) as a pickle-free .npz, so a
 second call (reopening the app) reads a few kilobytes instead of running the network. Evaluation itself runs a
-channels_last copy of the model under inference_mode in batches of 256, where oneDNN's convolutions run near the
-machine's matmul rate (benchmarks/bench_eval.py).
+copy of the model made for inference (BatchNorm folded into the conv before it, ReLUs in place, channels_last
+weights) under inference_mode in batches of 256, where oneDNN's convolutions run near the machine's matmul rate
+(benchmarks/bench_eval.py); the caller's model is never modified.
 """
 
 from __future__ import annotations
@@ -249,12 +250,32 @@ def _fold_batchnorm(module: nn.Module) -> None:
         module._modules[second] = nn.Identity()
 
 
+# Modules that may hand back their input itself (or a view of it): an in-place op after them would write into it.
+_PASS_THROUGH = (nn.Identity, nn.Flatten, nn.Unflatten, nn.Dropout)
+
+
+def _relu_in_place(module: nn.Module) -> None:
+    """In place: make each ReLU of an nn.Sequential in-place when its input was computed inside that Sequential
+    (so nothing else reads it): no fresh activation buffer per layer, which saves allocation and page faults."""
+    for child in module.children():
+        _relu_in_place(child)
+    if not isinstance(module, nn.Sequential):
+        return
+    fresh = False  # is the running tensor one this Sequential computed (not its input or a view of it)?
+    for child in module.children():
+        if isinstance(child, nn.ReLU) and fresh:
+            child.inplace = True
+        elif not isinstance(child, _PASS_THROUGH):
+            fresh = True
+
+
 def _inference_copy(model: nn.Module) -> nn.Module:
     """An eval-mode copy for fast inference, leaving the caller's model (shared with saliency in the app) untouched:
-    BatchNorm folded into the layer before it, weights channels_last (oneDNN runs NHWC convolutions about twice as
-    fast on CPU). Module forward hooks come along with the copied modules."""
+    BatchNorm folded into the layer before it, ReLUs in place, weights channels_last (oneDNN runs NHWC
+    convolutions about twice as fast on CPU). Module forward hooks come along with the copied modules."""
     copied = copy.deepcopy(model).eval()
     _fold_batchnorm(copied)
+    _relu_in_place(copied)
     return copied.to(memory_format=torch.channels_last)
 
 
@@ -272,9 +293,9 @@ def predict_probabilities(model: nn.Module, normalizer: Callable, pixels: np.nda
         for start in range(0, len(pixels), batch_size):
             batch = torch.from_numpy(np.ascontiguousarray(pixels[start:start + batch_size]))
             x = normalizer(batch).float().contiguous(memory_format=torch.channels_last)
+            mirror = torch.flip(x, dims=[3]).contiguous(memory_format=torch.channels_last) if tta else None
             probs = torch.softmax(fast(x), dim=1)
             if tta:
-                mirror = torch.flip(x, dims=[3]).contiguous(memory_format=torch.channels_last)
                 probs = 0.5 * (probs + torch.softmax(fast(mirror), dim=1))
             out[start:start + len(batch)] = probs.numpy()
     return out
@@ -288,12 +309,14 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("FERCORE_CACHE_DIR") or Path.home() / ".cache" / "fercore")
 
 
-def _cache_meta(model_key: str, fingerprint: str, split: str | None, tta: bool) -> dict:
+def cache_meta(model_key: str, fingerprint: str, split: str | None, tta: bool) -> dict:
+    """What a cached result is valid for; stored in the file and checked on every read."""
     return {"format": CACHE_FORMAT, "model_key": str(model_key), "data": fingerprint, "split": split,
             "tta": bool(tta)}
 
 
 def cache_path(cache_dir, meta: dict) -> Path:
+    """<cache_dir>/evaluation/<hash of meta>.npz"""
     digest = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:32]
     return Path(cache_dir) / "evaluation" / f"{digest}.npz"
 
@@ -356,7 +379,7 @@ def evaluate(model: nn.Module, normalizer: Callable, dataset, *, split=None, tta
 
     path = meta = None
     if cache_key is not None:
-        meta = _cache_meta(cache_key, fingerprint, split_name, tta)
+        meta = cache_meta(cache_key, fingerprint, split_name, tta)
         path = cache_path(default_cache_dir() if cache_dir is None else cache_dir, meta)
         cached = _read_cache(path, meta, len(rows)) if path.is_file() else None
         if cached is not None:

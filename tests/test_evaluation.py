@@ -37,19 +37,20 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def trained(one_thread):
-    """(model, normalizer): a tiny CNN trained for ~1 s until it reads the square's position."""
+    """(model, normalizer): a tiny CNN trained for a second or two until it reads the square's position."""
     torch.manual_seed(0)
     pixels, labels = learnable_faces(420, seed=1)
     normalizer = Normalizer.fit("scale255", pixels)
     x, y = normalizer(torch.from_numpy(pixels)), torch.from_numpy(labels).long()
     model = tiny_cnn()
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for step in range(40):
+    params = list(model.parameters())
+    velocity = [torch.zeros_like(p) for p in params]
+    for step in range(40):  # SGD with momentum by hand: torch.optim's first step imports torch._dynamo (seconds)
         batch = torch.randint(0, len(x), (64,))
-        loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        grads = torch.autograd.grad(nn.functional.cross_entropy(model(x[batch]), y[batch]), params)
+        with torch.no_grad():
+            for p, g, v in zip(params, grads, velocity):
+                p.sub_(0.05 * v.mul_(0.9).add_(g))
     model.eval()
     with torch.no_grad():
         assert (model(x).argmax(1) == y).float().mean() > 0.9, "the test model did not learn"
@@ -299,3 +300,20 @@ def test_evaluate_checkpoint_uses_the_key_and_leaves_the_model_alone(trained, da
                                   ev.evaluate(model, normalizer, dataset).predictions)
     # evaluation runs on a channels_last copy: the caller's model keeps its layout, weights and mode
     assert model[0].weight is weight and weight.is_contiguous() and not model.training
+
+
+def test_the_fast_copy_computes_what_the_model_computes(dataset):
+    """Evaluation folds BatchNorm, makes ReLUs in place and goes channels_last on a copy: a net that starts with a
+    pass-through and a ReLU (whose input must stay intact for the mirror pass) gives the model's own outputs."""
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Identity(), nn.ReLU(), nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Dropout(),
+                          nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(64, NUM_CLASSES)).eval()
+    with torch.no_grad():
+        model[3].running_mean.uniform_(-1, 1)
+        model[3].running_var.uniform_(0.5, 2)
+    normalizer = Normalizer.fit("standardize", dataset.pixels)  # signed inputs, so the first ReLU matters
+    x = normalizer(torch.from_numpy(dataset.pixels))
+    expected = 0.5 * (softmax(model, x) + softmax(model, torch.flip(x, dims=[3])))
+    result = ev.evaluate(model, normalizer, dataset, tta=True, batch_size=50)
+    np.testing.assert_allclose(result.probabilities, expected, atol=1e-5)
+    assert isinstance(model[3], nn.BatchNorm2d) and not model[1].inplace and not model[5].inplace
