@@ -6,9 +6,10 @@ The sidebar (checkpoint, data, split) is shared by every page; selections live i
 
 import streamlit as st
 
-from ui import nav, sidebar
+from ui import nav, sidebar, warmup
 
 st.set_page_config(page_title="fercore", page_icon=":material/sentiment_satisfied:", layout="wide")
 page = st.navigation(nav.pages())
 sidebar.render()
 page.run()
+warmup.start()  # after the first page is drawn, once per server

@@ -5,6 +5,10 @@ import streamlit as st
 from ui import analysis, guards, keys, nav, sidebar, sources
 from ui.errors import shown_errors
 
+GO_INSPECT = "_go_inspect"
+if st.session_state.pop(GO_INSPECT, False):  # an Inspect button was clicked: go there before drawing anything
+    st.switch_page(nav.INSPECT)
+
 st.title("Confusion")
 selection = sidebar.selection()
 guards.need_checkpoint(selection)
@@ -21,11 +25,13 @@ def on_cell_click() -> None:
     points = st.session_state[keys.CONFUSION_CHART].selection.points
     if points:
         st.session_state[keys.CELL] = render.cell_from_point(points[0])
-        st.session_state[keys.GALLERY_PAGE] = 1
+        st.session_state.pop(keys.GALLERY_PAGE, None)
 
 
 def inspect(index: int) -> None:
+    """An Inspect button's callback: select the face; the rerun then opens the Inspect page at once."""
     st.session_state[keys.IMAGE] = int(index)
+    st.session_state[GO_INSPECT] = True
 
 
 def matrix_section(result, normalized: bool) -> None:
@@ -53,12 +59,9 @@ def gallery(true: int, pred: int, cell) -> None:
         return
     st.caption("Most confident first. Click **Inspect** under a face to see where the model looks.")
     pages = (count + PAGE_SIZE - 1) // PAGE_SIZE
-    page = st.session_state.get(keys.GALLERY_PAGE) or 1
-    st.session_state[keys.GALLERY_PAGE] = min(max(page, 1), pages)
-    if pages > 1:
-        page = st.pagination(pages, key=keys.GALLERY_PAGE)
-    else:
-        page = 1
+    if not 1 <= st.session_state.get(keys.GALLERY_PAGE, 1) <= pages:
+        st.session_state.pop(keys.GALLERY_PAGE)
+    page = st.pagination(pages, key=keys.GALLERY_PAGE) if pages > 1 else 1
     start = (page - 1) * PAGE_SIZE
     shown = list(range(start, min(start + PAGE_SIZE, count)))
     for row in range(0, len(shown), COLUMNS):
@@ -71,9 +74,8 @@ def gallery(true: int, pred: int, cell) -> None:
                 st.caption(" · ".join(f"{CLASS_NAMES[c]} {probs[c]:.0%}" for c in ranked)
                            + (f"  \n{votes_text(data.ferplus_votes[index])}" if data.ferplus_votes is not None
                               else ""))
-                if st.button("Inspect", key=f"w_pick_{index}", on_click=inspect, args=(index,),
-                             icon=":material/center_focus_strong:"):
-                    st.switch_page(nav.INSPECT)
+                st.button("Inspect", key=f"w_pick_{index}", on_click=inspect, args=(index,),
+                          icon=":material/center_focus_strong:")
 
 
 def means_section(s, true: int, pred: int, tta: bool) -> None:

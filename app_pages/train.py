@@ -29,7 +29,7 @@ def check_data(choice) -> None:
     from ui import loaders
 
     note = split_roles(loaders.dataset(choice))[2]
-    st.caption(f"Data: {choice.label}: {note}.")
+    st.caption(f"Data: {choice.label}. {note[0].upper()}{note[1:]}.")
 
 
 def new_run_form() -> None:
@@ -44,7 +44,9 @@ def new_run_form() -> None:
     with shown_errors("read the data"):
         check_data(selection.data)
     with st.form("new_run", border=True):
-        model = st.selectbox("Model", model_names(), key="w_train_model",
+        names = model_names()
+        model = st.selectbox("Model", names, index=names.index("fernet") if "fernet" in names else 0,
+                             key="w_train_model",
                              help="hw3: the homework's network. fernet: faster and more accurate per CPU second.")
         name = st.text_input("Run name", key="w_train_name", placeholder=runs.default_run_name(model),
                              help="A folder under runs/; empty: model name and time")

@@ -283,7 +283,8 @@ def test_uploaded_csv_is_parsed_and_a_bad_one_is_refused(env, tmp_path):
     assert not at.exception and at.error
 
     pixels, labels = learnable_faces(28, seed=3)
-    lines = ["emotion,pixels,Usage"] + [f"{l},{' '.join(map(str, p.ravel()))},PrivateTest" for p, l in zip(pixels, labels)]
+    lines = ["emotion,pixels,Usage"] + [f"{label},{' '.join(map(str, face.ravel()))},PrivateTest"
+                                        for face, label in zip(pixels, labels)]
     at.file_uploader(key=keys.DATA_UPLOAD).set_value(("good.csv", "\n".join(lines).encode(), "text/csv"))
     at.run()
     assert not at.exception and not at.error

@@ -199,9 +199,12 @@ MEAN_SALIENCY_LIMIT = 128  # the cell's most confident images in its mean salien
 def _evaluation(key: tuple, _s: Scope, tta: bool):
     from fercore.evaluation import evaluate_checkpoint
 
+    loaded = _loaded(_s)
     use_app_threads()
-    # The split's own rows are the dataset here, so cell indices are positions in the split, as keys.IMAGE is.
-    return evaluate_checkpoint(_loaded(_s), _images(_s), tta=tta)
+    # evaluate copies the model (hooks included): hold the lock so no saliency hook of another session comes along.
+    with loaders.model_lock(loaded):
+        # The split's own rows are the dataset here, so cell indices are positions in the split, as keys.IMAGE is.
+        return evaluate_checkpoint(loaded, _images(_s), tta=tta)
 
 
 def evaluation(s: Scope, tta: bool = False):

@@ -11,7 +11,7 @@ SPLIT = "w_split"                # a split name from fercore.labels.SPLIT_NAMES,
 # Selections shared between pages (not widgets: they survive page switches)
 CELL = "cell"                    # (true, predicted) class indices of the clicked confusion cell, or None
 IMAGE = "image"                  # index of the selected image within the current split, or None
-GALLERY_PAGE = "gallery_page"    # 1-based page of the cell gallery
+GALLERY_PAGE = "w_gallery_page"  # 1-based page of the cell gallery (a widget: reset it by deleting the key)
 TRAIN_RUN = "train_run"          # str path of the run folder the Train page follows
 UPLOADED = "uploaded"            # {upload file_id: saved path}, so an upload is written to disk once
 

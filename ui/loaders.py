@@ -52,7 +52,16 @@ def split_dataset(selection: Selection):
 def _model(path: str, stamp: tuple):
     from fercore.checkpoints import load_model
 
-    return load_model(path)
+    # A run training in the background replaces best.pt now and then. load_model reads the weights and then hashes
+    # the file for its cache key, so a replacement in between would pair old weights with the new file's key (and
+    # fercore's disk cache would keep their results under it): load again until the file held still throughout.
+    checkpoint = sources.checkpoint_file(path)
+    for _ in range(5):
+        before = sources.stamp(checkpoint)
+        loaded = load_model(path)
+        if sources.stamp(checkpoint) == before:
+            break
+    return loaded
 
 
 def model(path: str):

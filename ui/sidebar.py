@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from ui import keys, settings, sources
+from ui import keys, sources
 
 SPLITS = ("PrivateTest", "PublicTest", "Training", "all")
 DATA_MODES = {"default": "Shipped demo data", "path": "A file or folder on this computer", "upload": "Upload a CSV"}
@@ -22,7 +22,7 @@ class Selection:
 
 def _forget_cell() -> None:
     st.session_state[keys.CELL] = None
-    st.session_state[keys.GALLERY_PAGE] = 1
+    st.session_state.pop(keys.GALLERY_PAGE, None)
 
 
 def _forget_image_and_cell() -> None:
@@ -32,8 +32,8 @@ def _forget_image_and_cell() -> None:
 
 def render() -> Selection:
     """Draw the sidebar and remember what it selects for the page (see `selection`)."""
-    for key, default in ((keys.CELL, None), (keys.IMAGE, None), (keys.GALLERY_PAGE, 1)):
-        st.session_state.setdefault(key, default)
+    for key in (keys.CELL, keys.IMAGE):
+        st.session_state.setdefault(key, None)
     with st.sidebar:
         checkpoint = _checkpoint_picker()
         data = _data_picker()
@@ -54,8 +54,7 @@ def selection() -> Selection:
 def _checkpoint_picker() -> str | None:
     options = sources.checkpoint_options()
     if not options:
-        st.info("No checkpoint yet. Train one on the **Train** page, or in a terminal:\n\n"
-                f"`{settings.TRAIN_COMMAND}`", icon=":material/info:")
+        st.caption("**Checkpoint**: none yet. Train one on the Train page.")
         return None
     if st.session_state.get(keys.CHECKPOINT) not in options:
         st.session_state[keys.CHECKPOINT] = options[0]
