@@ -17,8 +17,8 @@ A conv layer can be read at three stages:
 0 given image 0" is the post-activation map. The stages are found by following the data flow of one traced forward
 pass (which module consumes which tensor), so they are right for any model whose BN and activation are modules.
 
-A filter is *dead* when its post-activation output stays 0: gradient ascent does not lift its response above 0
-anywhere (checked on the start and the final images).
+A filter is *dead* when its post-activation output stays 0: gradient ascent does not lift its pre-activation
+response above 0 anywhere (checked on the start and the final images).
 
 Every function takes a plain nn.Module classifier (N, 1, 48, 48) -> logits and float images already preprocessed.
 While one runs, the model is in eval mode with parameter gradients off (both restored afterwards, hooks removed), so
@@ -259,17 +259,18 @@ def truncated_forward(model: nn.Module, images: torch.Tensor, layer: LayerRef,
 
 
 def layer_outputs(model: nn.Module, images: torch.Tensor, layer: LayerRef, stage: str = "activation",
-                  batch_size: int = 256) -> np.ndarray:
+                  batch_size: int | None = None) -> np.ndarray:
     """float32 (N, C, H, W): every channel of a conv layer for each image (the homework's layer-output grid).
 
-    `images` is preprocessed, (N, 1, 48, 48) or one image (1, 48, 48).
+    `images` is preprocessed, (N, 1, 48, 48) or one image (1, 48, 48). batch_size None: cache-sized batches.
     """
     images = torch.as_tensor(images, dtype=torch.float32)
     images = images[None] if images.dim() == 3 else images
     site = find_layer(model, layer, tuple(images.shape[1:]))
     images = images.contiguous(memory_format=torch.channels_last)
     with _frozen(model, channels_last=True), torch.no_grad():
-        outputs = [run_until(model, batch, site.module_at(stage)) for batch in images.split(batch_size)]
+        outputs = [run_until(model, images[rows], site.module_at(stage))
+                   for rows in _chunks(len(images), site.prefix_numel, batch_size)]
     return torch.cat(outputs).float().contiguous().numpy()
 
 
@@ -422,7 +423,7 @@ class FilterVisualization:
     images: np.ndarray             # float32 (F, 48, 48) in the model's input space (inside value_range)
     activations: np.ndarray        # float32 (F,) mean response each image reached (at `stage`)
     start_activations: np.ndarray  # float32 (F,) mean response of the start images
-    dead: np.ndarray               # bool (F,) the response stayed <= 0 everywhere, on the start and final images
+    dead: np.ndarray               # bool (F,) pre-activation response <= 0 everywhere on the start and final images
     layer: str
     filters: np.ndarray            # int64 (F,)
     stage: str
@@ -458,11 +459,11 @@ def visualize_filters(model: nn.Module, layer: LayerRef, filters: Sequence[int] 
     chunks = _chunks(len(filters), site.prefix_numel)
     with _frozen(model, channels_last=True):
         conv_input = to_conv_input(model, site)
-        start_maps = _response_maps(conv_input, site, x, filters, stage, chunks)
+        start_means, start_peaks = _measure(conv_input, site, x, filters, stage, chunks)
         mean_response = _mean_response_objective(conv_input, site, filters, stage, image_shape)
-        optimizer = torch.optim.Adam([x], lr=lr * (hi - lo), fused=True)  # fused: one kernel per step
+        optimizer = _Adam(x, lr=lr * (hi - lo))
         for step in range(steps):
-            optimizer.zero_grad(set_to_none=True)
+            x.grad = None
             shift = _jitter_shift(jitter, generator)
             for rows in chunks:  # images are independent: chunks only keep activations cache-sized
                 images = _roll(x[rows], shift)
@@ -470,18 +471,16 @@ def visualize_filters(model: nn.Module, layer: LayerRef, filters: Sequence[int] 
                 if tv_weight:
                     loss = loss + tv_weight * _total_variation(images).sum()
                 loss.backward()
-            optimizer.step()
             with torch.no_grad():
+                optimizer.step(x.grad)
                 _regularise_(x, step, (lo, hi), l2_decay, blur_every, blur_sigma)
             if progress is not None:
                 progress(step + 1, steps)
-        final_maps = _response_maps(conv_input, site, x, filters, stage, chunks)
-    peaks = torch.maximum(start_maps.amax(dim=(1, 2, 3)), final_maps.amax(dim=(1, 2, 3)))
+        final_means, final_peaks = _measure(conv_input, site, x, filters, stage, chunks)
     return FilterVisualization(
         images=x.detach()[:, 0].contiguous().numpy(),
-        activations=final_maps.mean(dim=(1, 2, 3)).numpy().astype(np.float32),
-        start_activations=start_maps.mean(dim=(1, 2, 3)).numpy().astype(np.float32),
-        dead=(peaks <= 0).numpy(),
+        activations=final_means.numpy(), start_activations=start_means.numpy(),
+        dead=(torch.maximum(start_peaks, final_peaks) <= 0).numpy(),
         layer=site.name, filters=filters.numpy(), stage=stage, value_range=(lo, hi))
 
 
@@ -490,17 +489,26 @@ def visualize_filters(model: nn.Module, layer: LayerRef, filters: Sequence[int] 
 CHUNK_BYTES = 8_000_000
 
 
-def _chunks(count: int, numel_per_image: int) -> list[slice]:
-    size = max(1, CHUNK_BYTES // (4 * numel_per_image))
+def _chunks(count: int, numel_per_image: int, size: int | None = None) -> list[slice]:
+    """Consecutive slices covering range(count): `size` long, or as many images as fit CHUNK_BYTES."""
+    size = size or max(1, CHUNK_BYTES // (4 * numel_per_image))
     return [slice(i, min(i + size, count)) for i in range(0, count, size)]
 
 
-def _response_maps(conv_input: Callable, site: LayerSite, images: torch.Tensor, filters: torch.Tensor, stage: str,
-                   chunks: list[slice]) -> torch.Tensor:
-    """(F, 1, H, W): filter filters[i]'s response map on image i."""
+def _measure(conv_input: Callable, site: LayerSite, images: torch.Tensor, filters: torch.Tensor, stage: str,
+             chunks: list[slice]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(F,) each image's mean response to its filter at `stage`, and (F,) the peak of its pre-activation response
+    (what a ReLU sees: at or below 0 everywhere means the ReLU output is 0)."""
+    means, peaks = [], []
     with torch.no_grad():
-        return torch.cat([filter_response(site, conv_input(images[rows]), filters[rows], stage, per_image=True)
-                          for rows in chunks])
+        for rows in chunks:
+            inputs = conv_input(images[rows])
+            pre_relu = filter_response(site, inputs, filters[rows], "pre_relu", per_image=True)
+            at_stage = pre_relu if stage == "pre_relu" else filter_response(site, inputs, filters[rows], stage,
+                                                                             per_image=True)
+            means.append(at_stage.mean(dim=(1, 2, 3)))
+            peaks.append(pre_relu.amax(dim=(1, 2, 3)))
+    return torch.cat(means), torch.cat(peaks)
 
 
 def _mean_response_objective(conv_input: Callable, site: LayerSite, filters: torch.Tensor, stage: str,
@@ -527,6 +535,23 @@ def _memory_format(x: torch.Tensor) -> torch.memory_format:
     if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
         return torch.channels_last
     return torch.contiguous_format
+
+
+class _Adam:
+    """Adam (Kingma & Ba 2015) on one tensor, in place. Not torch.optim: its first use imports torch._dynamo, which
+    takes seconds, and a single tensor needs none of its machinery."""
+
+    def __init__(self, x: torch.Tensor, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        self.x, self.lr, self.betas, self.eps, self.t = x, lr, betas, eps, 0
+        self.m, self.v = torch.zeros_like(x), torch.zeros_like(x)
+
+    def step(self, grad: torch.Tensor) -> None:
+        b1, b2 = self.betas
+        self.t += 1
+        self.m.lerp_(grad, 1 - b1)
+        self.v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        denominator = (self.v / (1 - b2 ** self.t)).sqrt_().add_(self.eps)
+        self.x.addcdiv_(self.m, denominator, value=-self.lr / (1 - b1 ** self.t))
 
 
 def _image_shape(start) -> tuple[int, int, int]:
@@ -679,16 +704,20 @@ class TopActivations:
 
 
 def top_activating(model: nn.Module, images: torch.Tensor, layer: LayerRef, filter: int, k: int = 9,
-                   batch_size: int = 256, stage: str = "pre_relu") -> TopActivations:
+                   batch_size: int | None = None, stage: str = "pre_relu") -> TopActivations:
     """The k images (of preprocessed images (N, 1, 48, 48)) with the highest peak response of one filter, where
-    that peak is, and the input region its unit sees. Only the one filter of the layer is computed."""
+    that peak is, and the input region its unit sees.
+
+    Only that one filter of the layer is computed, on the model's own modules (so scores are exactly the layer's
+    values). batch_size None: cache-sized batches.
+    """
     images = torch.as_tensor(images, dtype=torch.float32)
     site = find_layer(model, layer, tuple(images.shape[1:]))
     filters = _filter_indices(site, [filter])
     images = images.contiguous(memory_format=torch.channels_last)
     with _frozen(model, channels_last=True), torch.no_grad():
-        maps = torch.cat([filter_response(site, run_until(model, batch, site.conv, before=True), filters, stage)
-                          for batch in images.split(batch_size)])[:, 0]
+        maps = torch.cat([filter_response(site, run_until(model, images[rows], site.conv, before=True), filters, stage)
+                          for rows in _chunks(len(images), site.prefix_numel, batch_size)])[:, 0]
     peaks, flat_positions = maps.flatten(1).max(dim=1)
     scores, indices = torch.topk(peaks, min(k, len(peaks)))
     width = maps.shape[-1]
