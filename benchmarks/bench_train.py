@@ -1,0 +1,149 @@
+"""Training throughput of the registered models against this machine's fp32 matmul rate, and augmentation speed.
+
+    python benchmarks/bench_train.py                      # hw3 and fernet, 2 threads, batch 128
+    python benchmarks/bench_train.py --models fernet --threads 1 --rounds 5
+
+One training step is forward + backward + Adam step on a batch of 128 (the homework's settings). FLOPs are counted
+with fercore.models.count_flops (2 per multiply-add) and a training step is taken as 3x the forward pass. The
+matmul rate is a 2048x2048 fp32 matmul on the same threads, measured between the model's rounds, so both see the same
+machine load. Other processes may share the cores: each figure is the best of --rounds rounds (the least disturbed),
+and the ratio of the two best figures is the figure to compare between runs. Wall-clock time is what counts for
+training; CPU time (process_time) is shown beside it because it is less sensitive to other processes.
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fercore.models import build_model, count_flops, model_names  # noqa: E402
+from fercore.transforms import AugmentConfig, augment_batch  # noqa: E402
+
+MATMUL_SIZE = 2048
+FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
+
+
+class Timer:
+    """Wall and CPU seconds of a block."""
+
+    def __enter__(self):
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+
+class Best:
+    """Best (highest) rate seen over rounds, by wall and by CPU time."""
+
+    def __init__(self):
+        self.wall = self.cpu = 0.0
+
+    def add(self, work: float, timer: Timer):
+        self.wall = max(self.wall, work / timer.wall)
+        self.cpu = max(self.cpu, work / max(timer.cpu, 1e-9))
+
+
+def matmul_round(a: torch.Tensor, best: Best, reps: int = 2):
+    with Timer() as timer:
+        for _ in range(reps):
+            a @ a
+    best.add(2 * MATMUL_SIZE ** 3 * reps / 1e9, timer)
+
+
+def training_step(model: nn.Module, batch: int, memory_format, fused_adam: bool):
+    """A closure doing one forward + backward + Adam step on a fixed random batch."""
+    model = model.to(memory_format=memory_format).train()
+    x = torch.randn(batch, 1, 48, 48).contiguous(memory_format=memory_format)
+    y = torch.randint(0, 7, (batch,))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused_adam or None)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    return step
+
+
+def bench_training(name: str, memory_format, args, matmul: Best, a: torch.Tensor) -> dict:
+    model = build_model(name)
+    flops = count_flops(model)
+    step = training_step(model, args.batch, memory_format, args.fused_adam)
+    step()  # warm-up: oneDNN builds its kernels on the first call
+    best = Best()
+    for _ in range(args.rounds):
+        matmul_round(a, matmul)
+        with Timer() as timer:
+            for _ in range(args.steps):
+                step()
+        best.add(args.batch * args.steps, timer)
+    return {"model": name, "params": sum(p.numel() for p in model.parameters()), "flops": flops,
+            "rate": best}
+
+
+def bench_augment(args) -> Best:
+    x = torch.rand(args.batch, 1, 48, 48)
+    config = AugmentConfig.parse(args.augment)
+    generator = torch.Generator().manual_seed(0)
+    augment_batch(x, config, generator)
+    best = Best()
+    for _ in range(args.rounds):
+        with Timer() as timer:
+            for _ in range(10):
+                augment_batch(x, config, generator)
+        best.add(10 * args.batch, timer)
+    return best
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="hw3,fernet", help=f"comma-separated, from {', '.join(model_names())}")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per configuration; the best counts")
+    parser.add_argument("--steps", type=int, default=3, help="training steps per round")
+    parser.add_argument("--formats", default="channels_last,contiguous", help="channels_last and/or contiguous")
+    parser.add_argument("--fused-adam", action="store_true", help="Adam(fused=True): one kernel for all parameters")
+    parser.add_argument("--augment", default="flip=0.5,shift=0.1,rotate=10,zoom=0.1,erase=0.25")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    a = torch.randn(MATMUL_SIZE, MATMUL_SIZE)
+    matmul = Best()
+    for _ in range(2):
+        matmul_round(a, matmul)
+
+    rows = []
+    for name in args.models.split(","):
+        for fmt in args.formats.split(","):
+            rows.append((fmt, bench_training(name.strip(), FORMATS[fmt.strip()], args, matmul, a)))
+    augment = bench_augment(args)
+
+    print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}, best of {args.rounds} rounds"
+          f"{', fused Adam' if args.fused_adam else ''}")
+    print(f"fp32 matmul {MATMUL_SIZE}x{MATMUL_SIZE}: {matmul.wall:.0f} GFLOP/s wall, "
+          f"{matmul.cpu:.0f} GFLOP/s per CPU-s")
+    print()
+    header = (f"{'model':12} {'format':14} {'params':>9} {'fwd MFLOP':>9} {'img/s':>7} {'train GFLOP/s':>13} "
+              f"{'of matmul':>9} {'img/CPU-s':>9} {'of matmul (CPU)':>15}")
+    print(header)
+    print("-" * len(header))
+    for fmt, row in rows:
+        rate, train_flops = row["rate"], 3 * row["flops"]
+        achieved, achieved_cpu = rate.wall * train_flops / 1e9, rate.cpu * train_flops / 1e9
+        print(f"{row['model']:12} {fmt:14} {row['params']:>9,} {row['flops'] / 1e6:>9.0f} {rate.wall:>7.1f} "
+              f"{achieved:>13.1f} {achieved / matmul.wall:>9.0%} {rate.cpu:>9.1f} {achieved_cpu / matmul.cpu:>15.0%}")
+    fastest = max(row["rate"].wall for _, row in rows)
+    print()
+    print(f"augment_batch({args.augment}) on batches of {args.batch}: {augment.wall:,.0f} img/s "
+          f"({augment.wall / fastest:.0f}x the fastest training above, so training never waits for it)")
+
+
+if __name__ == "__main__":
+    main()
