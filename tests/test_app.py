@@ -16,7 +16,7 @@ from fercore.data import load_dataset
 from fercore.labels import CLASS_NAMES, PRIVATE_TEST, PUBLIC_TEST
 
 from fixtures import learnable_faces, tiny_fer_csv
-from ui import keys, nav
+from ui import keys, nav, threads
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = str(ROOT / "dashboard.py")
@@ -257,11 +257,14 @@ def test_train_page_starts_refuses_a_second_start_follows_resumes_and_stops(env,
         other.button(key="w_train_resume").click().run()
         assert not other.exception and not other.error
         assert jobs.is_running(run_dir)
+        assert threads.use_app_threads() == 1 == torch.get_num_threads()  # the app leaves the job its core
         other.button(key="w_train_stop").click().run()
         assert not other.exception
         assert not jobs.is_running(run_dir) and "Not running" in texts(other)
+        assert threads.use_app_threads() == 2
     finally:
         jobs.stop(run_dir)
+        torch.set_num_threads(1)
 
 
 # -------------------------------------------------------------------------------------------------- bad input
