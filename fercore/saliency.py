@@ -375,9 +375,9 @@ def gradcam(model: nn.Module, images, target: TargetLike = None, *, layer: Union
 
     target = as_target(target)
     cams = []
-    handle = module.register_forward_hook(capture)
-    try:
-        with analysis_mode(model):
+    with analysis_mode(model):  # the hook goes in under the lock: another thread's forward must not meet it
+        handle = module.register_forward_hook(capture)
+        try:
             for start in range(0, len(x), batch_size):
                 activations.clear()
                 logits = model(x[start:start + batch_size])
@@ -390,8 +390,8 @@ def gradcam(model: nn.Module, images, target: TargetLike = None, *, layer: Union
                 grads = torch.autograd.grad((logits * weights).sum(), activations[0])[0]
                 alpha = grads.mean((2, 3), keepdim=True)
                 cams.append(F.relu((alpha * activations[0].detach()).sum(1, keepdim=True)))
-    finally:
-        handle.remove()
+        finally:
+            handle.remove()
     cam = F.interpolate(torch.cat(cams), size=x.shape[-2:], mode="bilinear", align_corners=False)
     return _numpy(cam[:, 0])
 
@@ -454,7 +454,7 @@ def rankdata(values: np.ndarray) -> np.ndarray:
 def spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Spearman rank correlation of each pair of maps, (N, ...) x (N, ...) -> (N,).
 
-    A constant map has no ranking: it correlates 0 with anything, except 1 with an equal constant map."""
+    A constant map has no ranking: it correlates 0 with a varying map; two constant maps count as agreeing (1)."""
     a = rankdata(np.asarray(a).reshape(len(a), -1))
     b = rankdata(np.asarray(b).reshape(len(b), -1))
     a -= a.mean(1, keepdims=True)
@@ -474,13 +474,13 @@ def parameter_layers(model: nn.Module, images: torch.Tensor) -> list[str]:
     def hook_for(name):
         return lambda *_: order.append(name) if name not in order else None
 
-    handles = [module.register_forward_hook(hook_for(name)) for name, module in named]
-    try:
-        with analysis_mode(model), torch.no_grad():
+    with analysis_mode(model), torch.no_grad():
+        handles = [module.register_forward_hook(hook_for(name)) for name, module in named]
+        try:
             model(_as_batch(model, images)[:1])
-    finally:
-        for handle in handles:
-            handle.remove()
+        finally:
+            for handle in handles:
+                handle.remove()
     return order + [name for name, _ in named if name not in order]  # never-called layers go last
 
 
@@ -505,8 +505,8 @@ def cascading_randomization(model: nn.Module, images, target: TargetLike = None,
     x = _as_batch(model, images)
     if isinstance(options.get("layer"), nn.Module):  # the copy has its own modules: address the layer by name
         options["layer"] = next(name for name, m in model.named_modules() if m is options["layer"])
-    with analysis_mode(model):
-        target = Target("weights", matrix=_target_weights(model, x, target))
+    with analysis_mode(model), torch.no_grad():
+        target = as_target(target).resolve(torch.cat([model(chunk) for chunk in x.split(DEFAULT_BATCH_SIZE)]))
     reference = compute_saliency(method, model, x, target, **options)
     randomized = copy.deepcopy(model)
     rows = [("original", float(spearman(reference, compute_saliency(method, randomized, x, target, **options)).mean()))]

@@ -401,6 +401,21 @@ def test_state_is_restored_when_a_method_fails(region_model, region_data):
     _assert_same_state(before, _state(region_model))
 
 
+def test_threads_sharing_a_model_get_the_serial_results(region_model, region_data):
+    """Streamlit sessions share one cached model; concurrent calls must not see each other's hooks or state."""
+    from concurrent.futures import ThreadPoolExecutor
+    images = region_data[0][:4]
+    calls = [("gradcam", {}), ("gradient", {}), ("smoothgrad", {"samples": 3}), ("gradcam", {"layer": "conv2"})] * 2
+    run = lambda call: saliency.compute_saliency(call[0], region_model, images, None, **call[1])
+    serial = [run(call) for call in calls]
+    before = _state(region_model)
+    with ThreadPoolExecutor(4) as pool:
+        threaded = list(pool.map(run, calls))
+    for a, b in zip(serial, threaded):
+        np.testing.assert_array_equal(a, b)
+    _assert_same_state(before, _state(region_model))
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Registry, shapes, helpers
 
