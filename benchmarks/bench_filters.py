@@ -18,11 +18,17 @@ a row's share is its GFLOP/s over the mean of the two.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
-import torch
+# Before torch starts OpenMP: threads that wait for each other sleep instead of spinning. On a 2-core machine shared
+# with other work, a spinning thread takes the core its partner needs, and every parallel op then waits a scheduler
+# time slice (hw3's first layer: 6 s instead of 0.2 s under load). Set OMP_WAIT_POLICY=active to compare.
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
+import torch  # noqa: E402
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -90,8 +96,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.steps} steps, "
-          f"up to {args.filters} filters per layer in one batch")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads (OMP_WAIT_POLICY="
+          f"{os.environ['OMP_WAIT_POLICY']}), {args.steps} steps, up to {args.filters} filters per layer in one batch")
     header = (f"{'model':8} {'layer':6} {'filters':>7} {'seconds':>8} {'ms/step':>8} {'GFLOP':>8} {'GFLOP/s':>8} "
               f"{'matmul':>7} {'share':>6}  goal")
     print(header)

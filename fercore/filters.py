@@ -398,6 +398,8 @@ def to_conv_input(model: nn.Module, site: LayerSite) -> Callable[[torch.Tensor],
         module = chain.pop(0)
         if isinstance(module, nn.Conv2d) and chain and _is_foldable_norm(chain[0], module):
             module = _conv_with_norm(module, chain.pop(0))
+        if _is_grayscale_conv(module):
+            module = _GrayscaleConv(module)
         if not isinstance(module, EVAL_IDENTITIES):
             modules.append(module)
     return nn.Sequential(*modules).eval()
@@ -413,6 +415,45 @@ def _conv_with_norm(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> nn.Conv2d:
     fused.weight = nn.Parameter(weight.contiguous(memory_format=torch.channels_last), requires_grad=False)
     fused.bias = nn.Parameter(bias, requires_grad=False)
     return fused
+
+
+def _is_grayscale_conv(module: nn.Module) -> bool:
+    return (isinstance(module, nn.Conv2d) and module.in_channels == 1 and module.groups == 1
+            and module.padding_mode == "zeros" and not isinstance(module.padding, str))
+
+
+class _GrayscaleConv(nn.Module):
+    """A frozen conv on one input channel (a grayscale net's first layer) whose backward to the image is one skinny
+    matmul and a col2im (F.fold): oneDNN's backward-data for a single output channel runs ~5x slower here, and it
+    is the biggest cost of gradient ascent on the second layer."""
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _grayscale_conv(x, self.conv)
+
+
+def _grayscale_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    return _GrayscaleConvFunction.apply(x, conv.weight, conv.bias, conv)
+
+
+class _GrayscaleConvFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, conv):
+        ctx.conv, ctx.image_hw = conv, x.shape[-2:]
+        ctx.save_for_backward(weight)
+        return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation)
+
+    @staticmethod
+    def backward(ctx, grad):
+        weight, = ctx.saved_tensors
+        conv, (n, channels) = ctx.conv, grad.shape[:2]
+        taps = weight.reshape(channels, -1).t()                                        # (kh*kw, C)
+        columns = torch.matmul(taps, grad.contiguous().reshape(n, channels, -1))       # (N, kh*kw, L)
+        image = F.fold(columns, ctx.image_hw, conv.kernel_size, conv.dilation, conv.padding, conv.stride)
+        return image, None, None, None
 
 
 # ------------------------------------------------------------------------------------------------ gradient ascent
