@@ -164,7 +164,10 @@ class Trainer:
                                 f"(fingerprint {self.fingerprint} != {state.get('data_fingerprint')})")
             self.normalizer = Normalizer.from_dict(state["normalizer"])
             self.model.load_state_dict(state["model_state"])
-            self.optimizer.load_state_dict(state["optimizer_state"])
+            if "optimizer_state" in state:  # shipped checkpoints may leave it out to save space
+                self.optimizer.load_state_dict(state["optimizer_state"])
+            else:
+                self.split_note += "; this checkpoint has no optimizer state, so Adam's moments start afresh"
             self.history = list(state["history"])
             self.best_val_acc = max((h["val_acc"] for h in self.history), default=-1.0)
 

@@ -1,0 +1,45 @@
+"""Copy a finished run folder into checkpoints/NAME/, the way the shipped checkpoints were made.
+
+    python scripts/ship_checkpoint.py runs/fernet fernet [--drop-optimizer]
+
+It copies last.pt (resumable), best.pt only when it differs from last.pt (to save space), history.json and
+config.json. --drop-optimizer removes Adam's moments from last.pt (a third of the size of a model like hw3);
+resuming then restarts those moments and says so.
+"""
+
+import argparse
+import filecmp
+import shutil
+from pathlib import Path
+
+from fercore.checkpoints import BEST, LAST, read_checkpoint, save_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def ship(run: Path, name: str, drop_optimizer: bool) -> Path:
+    target = ROOT / "checkpoints" / name
+    target.mkdir(parents=True, exist_ok=True)
+    state = read_checkpoint(run / LAST)
+    if drop_optimizer:
+        state.pop("optimizer_state", None)
+    state.pop("format")
+    save_checkpoint(state, target / LAST)
+    best = run / BEST
+    if best.exists() and read_checkpoint(best)["epoch"] != state["epoch"]:
+        shutil.copyfile(best, target / BEST)
+    else:
+        (target / BEST).unlink(missing_ok=True)
+    for extra in ("history.json", "config.json"):
+        if (run / extra).exists() and not ((target / extra).exists() and filecmp.cmp(run / extra, target / extra)):
+            shutil.copyfile(run / extra, target / extra)
+    return target
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path)
+    parser.add_argument("name")
+    parser.add_argument("--drop-optimizer", action="store_true")
+    args = parser.parse_args()
+    print(f"shipped into {ship(args.run, args.name, args.drop_optimizer)}")
