@@ -34,7 +34,8 @@ def inspect(index: int) -> None:
     st.session_state[GO_INSPECT] = True
 
 
-def matrix_section(result, normalized: bool) -> None:
+def matrix_section(result, normalized: bool):
+    """The clickable matrix and the per-class table; returns the space under the table (for the cell's means)."""
     figure = render.confusion_figure(result.confusion, normalized=normalized)
     left, right = st.columns([3, 2], gap="large")
     with left:
@@ -44,6 +45,7 @@ def matrix_section(result, normalized: bool) -> None:
         st.markdown("**Per class**")
         st.dataframe(analysis.metrics_table(result), hide_index=True)
         st.caption("Click a cell of the matrix to see its faces below.")
+        return st.container()
 
 
 def votes_text(votes) -> str:
@@ -84,10 +86,13 @@ def means_section(s, true: int, pred: int, tta: bool) -> None:
     if face is None:
         return
     face = render.to_uint8(face, 0, 255)
+    st.markdown(f"**The cell on average** ({CLASS_NAMES[true]} as {CLASS_NAMES[pred]})")
     c1, c2, c3 = st.columns(3)
     c1.image(render.upscale(face, 3), caption="mean face")
     c2.image(render.upscale(render.heatmap(saliency), 3), caption="mean saliency")
     c3.image(render.upscale(render.overlay(face, saliency), 3), caption="overlay")
+    st.caption(f"Saliency: vanilla gradient of the predicted class, mean over the {analysis.MEAN_SALIENCY_LIMIT} "
+               "most confident faces at most.")
 
 
 scope = None
@@ -107,15 +112,11 @@ with shown_errors("evaluate the checkpoint"):
     st.caption(f"{sources.checkpoint_label(selection.checkpoint)} on {selection.data.label}, "
                f"{selection.split}: {len(result):,} images, accuracy **{result.accuracy:.1%}**, "
                f"macro F1 {result.macro_f1:.3f} ({result.tta_note})")
-    matrix_section(result, normalized)
+    means_box = matrix_section(result, normalized)
 
     cell = st.session_state.get(keys.CELL)
     if cell is not None:
         true, pred = (int(v) for v in cell)
-        top, side = st.columns([4, 1], gap="large")
-        with top:
-            gallery(true, pred, analysis.cell_images(scope, true, pred, tta))
-        with side:
-            st.markdown("**The cell on average**")
-            with shown_errors("average the cell"):
-                means_section(scope, true, pred, tta)
+        gallery(true, pred, analysis.cell_images(scope, true, pred, tta))
+        with means_box, shown_errors("average the cell"):  # after the gallery, so the faces come first
+            means_section(scope, true, pred, tta)

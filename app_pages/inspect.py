@@ -19,20 +19,19 @@ TARGETS = {"predicted": "Predicted class", "true": "True class", "class": "Any c
 CLASSES = list(range(len(CLASS_NAMES)))
 
 
-def pick_image() -> int:
+def pick_image(column) -> int:
     """The selected image (from the Confusion gallery, or typed here), kept in keys.IMAGE."""
     index = st.session_state.get(keys.IMAGE)
     if index is None or not 0 <= index < len(data):
         index = 0
     st.session_state["w_inspect_index"] = index
-    picked = st.number_input(f"Image (0 – {len(data) - 1} of {selection.split})", 0, len(data) - 1,
-                             key="w_inspect_index", help="Or click an image on the Confusion page")
+    picked = column.number_input(f"Face (0 – {len(data) - 1})", 0, len(data) - 1, key="w_inspect_index",
+                                 help=f"Its position in {selection.split}; or click a face on the Confusion page")
     st.session_state[keys.IMAGE] = int(picked)
     return int(picked)
 
 
-def method_controls() -> tuple[str, analysis.TargetSpec, dict, float]:
-    c1, c2, c3 = st.columns([1.2, 1.5, 1.3])
+def method_controls(c1, c2, c3) -> tuple[str, analysis.TargetSpec, dict, float]:
     method = c1.selectbox("Method", list(METHODS), format_func=METHODS.get, key=keys.METHOD,
                           persist_state="session")
     options: dict = {}
@@ -61,9 +60,10 @@ def method_controls() -> tuple[str, analysis.TargetSpec, dict, float]:
     return method, analysis.TargetSpec(mode, int(a), int(b)), options, threshold
 
 
-def describe(result: analysis.ImageAnalysis) -> str:
+def describe(index: int, result: analysis.ImageAnalysis) -> str:
     predicted = int(result.probabilities.argmax())
-    text = f"Image {result.image_id} · predicted **{CLASS_NAMES[predicted]}** ({result.probabilities[predicted]:.0%})"
+    text = (f"Face {index} of {selection.split} (id {result.image_id}) · predicted **{CLASS_NAMES[predicted]}** "
+            f"({result.probabilities[predicted]:.0%})")
     if result.label is not None:
         text += f" · true **{CLASS_NAMES[result.label]}**"
     return text
@@ -75,12 +75,13 @@ with shown_errors("load the checkpoint"):
 if scope is None:
     st.stop()
 
-index = pick_image()
-method, target, options, threshold = method_controls()
+c0, c1, c2, c3 = st.columns([0.8, 1.2, 1.5, 1.3])
+index = pick_image(c0)
+method, target, options, threshold = method_controls(c1, c2, c3)
 with shown_errors("compute the saliency map"):
     result = analysis.image_analysis(scope, index, method, target, options)
     panels = figures.saliency_panels(result.pixels, result.saliency, threshold)
-    st.markdown(describe(result))
+    st.markdown(describe(index, result))
     columns = st.columns(4)
     for column, (title, image) in zip(columns, panels.items()):
         column.image(render.upscale(image, 6), caption=title, width="stretch")

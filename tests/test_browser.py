@@ -1,0 +1,241 @@
+"""End to end in a real browser: `streamlit run dashboard.py` headless on a free port, driven by Debian's Chromium
+through Playwright. Clicks the true-Fear / predicted-Sad cell, opens one of its faces, checks its heatmap and mask,
+renders a filter grid, starts and stops a training run on the shipped data. Screenshots go to tests/screenshots/
+(git-ignored); the timings are printed (pytest -s shows them) and written to tests/screenshots/timings.txt."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+SHIPPED_DATA = ROOT / "data" / "fer2013_test.npz"
+SHOTS = ROOT / "tests" / "screenshots"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+FEAR, SAD = 2, 4
+
+
+def missing(reason: str):
+    """Skip on a user's machine; under CI a missing prerequisite is a failure, never a skip."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, server: subprocess.Popen, timeout: float = 90.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {server.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError("streamlit did not come up")
+
+
+def shipped_checkpoints() -> list[Path]:
+    folder = ROOT / "checkpoints"
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix == ".pt" or (p / "best.pt").is_file())
+
+
+@pytest.fixture(scope="module")
+def checkpoints_root(tmp_path_factory) -> Path:
+    """$FERCORE_CHECKPOINTS when set (as the app reads it), else the shipped checkpoints, else a small model trained
+    here on the shipped PublicTest rows (which the demo trains on), good enough to take some Fear faces for Sad."""
+    if os.environ.get("FERCORE_CHECKPOINTS"):
+        return Path(os.environ["FERCORE_CHECKPOINTS"])
+    if shipped_checkpoints():
+        return ROOT / "checkpoints"
+    if not SHIPPED_DATA.exists():
+        missing(f"the shipped data {SHIPPED_DATA} is missing")
+    import torch
+    from fercore.data import load_dataset
+    from fercore.training import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("browser-checkpoints")
+    torch.set_num_threads(2)
+    train(TrainConfig(model="fernet", epochs=2, threads=2), root / "demo", dataset=load_dataset(None))
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(checkpoints_root, tmp_path_factory):
+    if not SHIPPED_DATA.exists():
+        missing(f"the shipped data {SHIPPED_DATA} is missing")
+    port = free_port()
+    runs = tmp_path_factory.mktemp("browser-runs")
+    env = {**os.environ, "FERCORE_CHECKPOINTS": str(checkpoints_root), "FERCORE_RUNS": str(runs)}
+    log = open(tmp_path_factory.mktemp("browser-log") / "streamlit.log", "wb")
+    process = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.headless", "true",
+                                "--server.port", str(port), "--server.address", "127.0.0.1"],
+                               cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, process)
+        yield {"url": url, "runs": runs}
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        missing("Chromium is not installed: `apt-get install chromium` (Debian), then run the tests again")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+class Timer:
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def __call__(self, name: str, seconds: float) -> float:
+        self.lines.append(f"{name:<40} {seconds:6.2f} s")
+        print(f"[timing] {name}: {seconds:.2f} s")
+        return seconds
+
+
+def main_text(page) -> str:
+    return page.get_by_test_id("stMain").inner_text()
+
+
+def shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.wait_for_timeout(500)  # let the last elements and images settle
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def wait_idle(page, timeout: float = 60_000) -> None:
+    """Until the script run ends: no running indicator, and no element left faded from the previous run."""
+    page.wait_for_function("""() => !document.querySelector('[data-testid^="stStatusWidgetRunning"]')
+                                   && !document.querySelector('[data-stale="true"]')""", timeout=timeout)
+
+
+def open_page(page, url: str, title: str, timer: Timer, label: str) -> None:
+    started = time.perf_counter()
+    page.goto(url)
+    page.get_by_role("heading", name=title, level=1).wait_for(timeout=30_000)
+    timer(f"first paint: {label}", time.perf_counter() - started)
+
+
+def click_cell(page, true: int, pred: int) -> None:
+    """Click the centre of the grid's marker for (true, pred): point true * 7 + pred of the scatter trace."""
+    point = page.locator(".js-plotly-plot .scatterlayer .trace path.point").nth(true * 7 + pred)
+    box = point.bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+
+
+def test_dashboard_in_a_real_browser(server, browser):
+    timer = Timer()
+    url = server["url"]
+    page = browser.new_page(viewport={"width": 1500, "height": 1000})
+    try:
+        # Warm the server's caches (model, data, evaluation) as the first visitor of a class would.
+        started = time.perf_counter()
+        page.goto(url)
+        page.locator(".js-plotly-plot .scatterlayer path.point").first.wait_for(timeout=300_000)
+        timer("cold start: confusion matrix drawn", time.perf_counter() - started)
+
+        for path, title in (("", "Confusion"), ("/inspect", "Inspect"), ("/filters", "Filters"), ("/train", "Train")):
+            open_page(page, url + path, title, timer, title)
+            wait_idle(page)
+            shot(page, f"first_{title.lower()}")
+
+        # Confusion: click true Fear / predicted Sad, and the gallery shows that cell.
+        open_page(page, url, "Confusion", timer, "Confusion (again)")
+        page.locator(".js-plotly-plot .scatterlayer path.point").first.wait_for()
+        wait_idle(page)
+        started = time.perf_counter()
+        click_cell(page, FEAR, SAD)
+        heading = page.get_by_role("heading", name="True Fear, predicted Sad")
+        heading.wait_for(timeout=30_000)
+        count = int(heading.inner_text().split(":")[1].split()[0])
+        assert count > 0, "no Fear face was taken for Sad"
+        inspect_buttons = page.get_by_role("button", name="Inspect")
+        inspect_buttons.nth(min(count, 24) - 1).wait_for(timeout=30_000)  # the page's last face is drawn
+        timer("cell click -> gallery", time.perf_counter() - started)
+        assert inspect_buttons.count() == min(count, 24)
+        page.get_by_text("mean saliency").wait_for(timeout=60_000)
+        wait_idle(page)
+        shot(page, "confusion_fear_sad")
+
+        # Click a face: Inspect shows its heatmap and mask.
+        started = time.perf_counter()
+        page.get_by_role("button", name="Inspect").first.click()
+        page.get_by_role("heading", name="Inspect", level=1).wait_for(timeout=30_000)
+        for caption in ("Heatmap", "Mask"):
+            page.get_by_text(caption, exact=True).wait_for(timeout=30_000)
+        page.locator("[data-testid='stImage'] img").nth(3).wait_for(timeout=30_000)
+        timer("image click -> saliency", time.perf_counter() - started)
+        described = main_text(page)
+        assert "predicted Sad" in described and "true Fear" in described, described[:300]  # the face of that cell
+        wait_idle(page)
+        shot(page, "inspect")
+
+        # Filters: render the first layer's grid.
+        open_page(page, url + "/filters", "Filters", timer, "Filters (again)")
+        render_button = page.get_by_role("button", name="Render all")
+        grid_caption = page.get_by_text("filter 0 top left")
+        render_button.or_(grid_caption).first.wait_for(timeout=120_000)
+        wait_idle(page)
+        started, timer_label = time.perf_counter(), "filter grid (already cached)"
+        if render_button.is_visible():
+            render_button.click()
+            timer_label = "filter grid (first layer)"
+        grid_caption.wait_for(timeout=240_000)
+        timer(timer_label, time.perf_counter() - started)
+        wait_idle(page)
+        shot(page, "filters")
+
+        # Train: start a 1-epoch run on the shipped data, see it running, stop it.
+        open_page(page, url + "/train", "Train", timer, "Train (again)")
+        page.get_by_label("Run name", exact=True).fill("browser-run")
+        epochs = page.get_by_label("Epochs", exact=True)
+        epochs.fill("1")
+        epochs.press("Tab")
+        page.get_by_role("button", name="Start training").click()
+        page.get_by_role("button", name="Stop").wait_for(timeout=60_000)
+        page.get_by_text("epoch 1/1").wait_for(timeout=120_000)
+        shot(page, "train_running")
+        page.get_by_role("button", name="Stop").click()
+        page.get_by_text("Not running").wait_for(timeout=60_000)
+        wait_idle(page)
+        shot(page, "train_stopped")
+        assert (server["runs"] / "browser-run" / "train.log").exists()
+    except Exception:
+        shot(page, "failure")  # what the page showed when the test gave up
+        raise
+    finally:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        (SHOTS / "timings.txt").write_text("\n".join(timer.lines) + "\n")
+        page.close()
