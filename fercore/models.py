@@ -115,11 +115,11 @@ def fernet() -> nn.Sequential:
     conv1 3x3 stride 2 (1 -> 32, 48x48 -> 24x24) | 24x24: conv 64, 64 | pool, 12x12: conv 128, 128 |
     pool, 6x6: conv 256, 256 | global average pool, dropout 0.3, linear 7. Every conv is followed by BN and ReLU.
 
-    Why this shape (measured with benchmarks/bench_train.py): the 64-256 channel 3x3 convs run near the machine's
-    matmul rate with channels_last, while a conv with 1 input channel runs at ~3% of it, and BN, ReLU and pooling on
-    48x48 activations are memory-bound. A full-resolution first stage (conv 1->32 at 48x48, then pool) costs ~15% of
-    the training step for <1% of the FLOPs; the stride-2 first conv still sees every pixel (its 3x3 windows overlap)
-    and removes that cost. Global average pooling instead of a large dense layer keeps parameters low and regularises.
+    Why this shape (measured with benchmarks/bench_train.py): 64-256 channel 3x3 convs run near the machine's matmul
+    rate with channels_last, while a conv with 1 input channel runs at ~3% of it, and BN, ReLU and pooling on 48x48
+    activations are memory-bound. A full-resolution first stage (conv 1->32 at 48x48, then pool) cost ~8% of the
+    training step for <1% of the FLOPs; the stride-2 first conv still sees every pixel (its 3x3 windows overlap) and
+    removes that cost. Global average pooling instead of a large dense layer keeps parameters low and regularises.
     """
     return _vgg([[32], [64, 64], [128, 128], [256, 256]], dropout=0.3, stem_stride=2)
 
@@ -173,10 +173,11 @@ def count_flops(model: nn.Module) -> int:
 
     handles = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     was_training = model.training
+    device = next(model.parameters()).device
     try:
         model.eval()
         with torch.no_grad():
-            model(torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE))
+            model(torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE, device=device))
     finally:
         model.train(was_training)
         for handle in handles:
