@@ -11,12 +11,22 @@ the best of `--repeats` runs, so a row's share compares like with like even on a
 """
 
 import argparse
+import os
+import sys
 import time
+from pathlib import Path
 
-import torch
+# Before torch starts OpenMP: waiting threads sleep instead of spinning. On a 2-core machine shared with other work a
+# spinning thread takes the core its partner needs and every parallel op waits a scheduler slice (a one-image
+# gradient then takes hundreds of ms instead of ~10). Set OMP_WAIT_POLICY=active to compare.
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
-from fercore import saliency
-from fercore.models import build_model, count_flops
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from fercore import saliency  # noqa: E402
+from fercore.models import build_model, count_flops  # noqa: E402
 
 CASES = [  # (label, method, rows per image, options)
     ("gradient", "gradient", 1, {}),
@@ -53,7 +63,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; work = 2 x forward FLOPs x rows\n")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads (OMP_WAIT_POLICY="
+          f"{os.environ['OMP_WAIT_POLICY']}); work = 2 x forward FLOPs x rows; load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n")
     print(f"{'model':<8} {'method':<14} {'ms/image':>9} {'target':>11} {'GFLOP/s':>8} {'matmul':>7} {'share':>6}")
     for name in args.models:
         model = build_model(name).eval()
