@@ -72,7 +72,7 @@ def start(run_dir, command: str, args: list[str], threads: int = 1) -> int:
     try:
         argv = [sys.executable, "-m", "fercore", command, *args, "--threads", str(threads), "--quiet"]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-               "PYTHONUNBUFFERED": "1"}
+               "PYTHONUNBUFFERED": "1", "OMP_WAIT_POLICY": "passive"}  # no spinning next to the app
         (run_dir / PROGRESS_FILE).unlink(missing_ok=True)
         with open(run_dir / LOG_FILE, "ab") as log:
             log.write(f"\n$ {' '.join(argv[1:])}\n".encode())
