@@ -1,9 +1,14 @@
 """Look inside conv layers: their outputs, gradient-ascent images of their filters, the images that excite them most.
 
-Kept apart, Lucent-style: *where* a layer is read (`find_layer`, a truncated forward that stops the model there),
-*what* is maximised (a filter's mean response), *how* the image is parameterised (pixels inside the model's input
-value range, projected back after every step) and *which* transforms and regularisers each step applies (jitter,
-total variation, L2 decay towards mid-grey, periodic Gaussian blur).
+Kept apart, Lucent-style: *where* a layer is read (`find_layer`; the network runs only up to it), *what* is
+maximised (a filter's mean response), *how* the image is parameterised (pixels inside the model's input value range,
+projected back after every step) and *which* transforms and regularisers each step applies (jitter, total
+variation, L2 decay towards mid-range, periodic Gaussian blur).
+
+Speed (gradient ascent is the costly part): all chosen filters are optimised in one batch, one image per filter;
+the network runs only up to the layer (a rebuilt chain of its modules with BN folded into the convs for
+nn.Sequential-like models, else the model stopped by a hook); only each image's own filter is computed (its mean
+response is a dot product with a fixed pattern); the batch runs in cache-sized chunks, conv weights in channels_last.
 
 A conv layer can be read at three stages:
 
@@ -113,6 +118,14 @@ def _resolve_conv(model: nn.Module, layer: LayerRef) -> tuple[str, nn.Conv2d]:
     return layer, layers[layer]
 
 
+class _Reached(Exception):
+    """Raised from a hook to stop the forward pass once the wanted tensor exists."""
+
+    def __init__(self, value: torch.Tensor):
+        super().__init__()
+        self.value = value
+
+
 @dataclass(frozen=True)
 class _Call:
     module: nn.Module
@@ -216,14 +229,6 @@ def _frozen(model: nn.Module, channels_last: bool = False) -> Iterator[nn.Module
 
 
 # ------------------------------------------------------------------------------------------- truncated forward
-
-class _Reached(Exception):
-    """Raised from a hook to stop the forward pass once the wanted tensor exists."""
-
-    def __init__(self, value: torch.Tensor):
-        super().__init__()
-        self.value = value
-
 
 def run_until(model: nn.Module, x: torch.Tensor, module: nn.Module, *, before: bool = False) -> torch.Tensor:
     """Run `model` on `x` only until `module` runs; return its output (its input with before=True).
@@ -432,11 +437,7 @@ class _GrayscaleConv(nn.Module):
         self.conv = conv
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _grayscale_conv(x, self.conv)
-
-
-def _grayscale_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
-    return _GrayscaleConvFunction.apply(x, conv.weight, conv.bias, conv)
+        return _GrayscaleConvFunction.apply(x, self.conv.weight, self.conv.bias, self.conv)
 
 
 class _GrayscaleConvFunction(torch.autograd.Function):

@@ -1,8 +1,7 @@
 """fercore.filters on real models: a small CNN trained here for a few seconds, and the registry's hw3 and fernet."""
 
-from collections import OrderedDict
-
 import copy
+from collections import OrderedDict
 
 import numpy as np
 import pytest
