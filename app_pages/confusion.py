@@ -2,12 +2,8 @@
 
 import streamlit as st
 
-from ui import analysis, guards, keys, nav, sidebar, sources
+from ui import analysis, figures, guards, keys, nav, sidebar, sources
 from ui.errors import shown_errors
-
-GO_INSPECT = "_go_inspect"
-if st.session_state.pop(GO_INSPECT, False):  # an Inspect button was clicked: go there before drawing anything
-    st.switch_page(nav.INSPECT)
 
 st.title("Confusion")
 selection = sidebar.selection()
@@ -18,6 +14,7 @@ from fercore import render  # noqa: E402 -- after the first paint
 from fercore.labels import CLASS_NAMES, FERPLUS_COLUMNS  # noqa: E402
 
 PAGE_SIZE, COLUMNS = 24, 8
+QUICK_LOOK = "_quick_look"  # set by an Inspect button: show that face's saliency in a dialog on this run
 
 
 def on_cell_click() -> None:
@@ -29,9 +26,24 @@ def on_cell_click() -> None:
 
 
 def inspect(index: int) -> None:
-    """An Inspect button's callback: select the face; the rerun then opens the Inspect page at once."""
+    """An Inspect button's callback: select the face for the Inspect page, and show its saliency here at once."""
     st.session_state[keys.IMAGE] = int(index)
-    st.session_state[GO_INSPECT] = True
+    st.session_state[QUICK_LOOK] = True
+
+
+@st.dialog("Where the model looks", width="large")
+def quick_look(s, index: int) -> None:
+    """The homework's pictures of one face over the gallery, so a class can click through faces without leaving
+    the cell; the Inspect page has every method, target and threshold."""
+    with shown_errors("compute the saliency map"):
+        result = analysis.image_analysis(s, index, "gradient", analysis.TargetSpec("predicted"), {})
+        threshold = st.session_state.get(keys.THRESHOLD, 0.5)
+        st.markdown(result.summary(index, selection.split))
+        for column, (title, image) in zip(st.columns(4), figures.saliency_panels(result.pixels, result.saliency,
+                                                                                  threshold).items()):
+            column.image(render.upscale(image, 4), caption=title, width="stretch")
+        st.caption(f"Vanilla gradient of the predicted class; the mask keeps the pixels at or above {threshold:.2f}.")
+    st.page_link(nav.INSPECT, label="Open in the Inspect page", icon=":material/center_focus_strong:")
 
 
 def matrix_section(result, normalized: bool):
@@ -118,5 +130,7 @@ with shown_errors("evaluate the checkpoint"):
     if cell is not None:
         true, pred = (int(v) for v in cell)
         gallery(true, pred, analysis.cell_images(scope, true, pred, tta))
+        if st.session_state.pop(QUICK_LOOK, False):
+            quick_look(scope, st.session_state[keys.IMAGE])
         with means_box, shown_errors("average the cell"):  # after the gallery, so the faces come first
             means_section(scope, true, pred, tta)

@@ -60,15 +60,6 @@ def method_controls(c1, c2, c3) -> tuple[str, analysis.TargetSpec, dict, float]:
     return method, analysis.TargetSpec(mode, int(a), int(b)), options, threshold
 
 
-def describe(index: int, result: analysis.ImageAnalysis) -> str:
-    predicted = int(result.probabilities.argmax())
-    text = (f"Face {index} of {selection.split} (id {result.image_id}) · predicted **{CLASS_NAMES[predicted]}** "
-            f"({result.probabilities[predicted]:.0%})")
-    if result.label is not None:
-        text += f" · true **{CLASS_NAMES[result.label]}**"
-    return text
-
-
 scope = None
 with shown_errors("load the checkpoint"):
     scope = analysis.scope(selection)
@@ -81,7 +72,7 @@ method, target, options, threshold = method_controls(c1, c2, c3)
 with shown_errors("compute the saliency map"):
     result = analysis.image_analysis(scope, index, method, target, options)
     panels = figures.saliency_panels(result.pixels, result.saliency, threshold)
-    st.markdown(describe(index, result))
+    st.markdown(result.summary(index, selection.split))
     columns = st.columns(4)
     for column, (title, image) in zip(columns, panels.items()):
         column.image(render.upscale(image, 6), caption=title, width="stretch")

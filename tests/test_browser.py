@@ -1,7 +1,8 @@
 """End to end in a real browser: `streamlit run dashboard.py` headless on a free port, driven by Debian's Chromium
-through Playwright. Clicks the true-Fear / predicted-Sad cell, opens one of its faces, checks its heatmap and mask,
-renders a filter grid, starts and stops a training run on the shipped data. Screenshots go to tests/screenshots/
-(git-ignored); the timings are printed (pytest -s shows them) and written to tests/screenshots/timings.txt."""
+through Playwright. Clicks the true-Fear / predicted-Sad cell, clicks one of its faces and checks its heatmap and mask
+(in the quick look over the gallery, then on the Inspect page), renders a filter grid, starts and stops a training
+run on the shipped data. Screenshots go to tests/screenshots/ (git-ignored); the timings are printed (pytest -s
+shows them) and written to tests/screenshots/timings.txt."""
 
 from __future__ import annotations
 
@@ -189,16 +190,29 @@ def test_dashboard_in_a_real_browser(server, browser):
         wait_idle(page)
         shot(page, "confusion_fear_sad")
 
-        # Click a face: Inspect shows its heatmap and mask.
+        # Click a face: its heatmap and mask appear at once (in a dialog over the gallery) ...
         started = time.perf_counter()
-        page.get_by_role("button", name="Inspect").first.click()
+        inspect_buttons.first.click()
+        dialog = page.get_by_role("dialog")
+        for caption in ("Heatmap", "Mask"):
+            dialog.get_by_text(caption, exact=True).wait_for(timeout=30_000)
+        dialog.locator("[data-testid='stImage'] img").nth(3).wait_for(timeout=30_000)
+        timer("image click -> saliency", time.perf_counter() - started)
+        described = dialog.inner_text()
+        assert "predicted Sad" in described and "true Fear" in described, described[:300]  # a face of that cell
+        wait_idle(page)
+        shot(page, "quick_look")
+
+        # ... and the Inspect page shows the same face with every method.
+        started = time.perf_counter()
+        dialog.get_by_role("link", name="Open in the Inspect page").click()
         page.get_by_role("heading", name="Inspect", level=1).wait_for(timeout=30_000)
         for caption in ("Heatmap", "Mask"):
             page.get_by_text(caption, exact=True).wait_for(timeout=30_000)
         page.locator("[data-testid='stImage'] img").nth(3).wait_for(timeout=30_000)
-        timer("image click -> saliency", time.perf_counter() - started)
+        timer("dialog link -> Inspect page drawn", time.perf_counter() - started)
         described = main_text(page)
-        assert "predicted Sad" in described and "true Fear" in described, described[:300]  # the face of that cell
+        assert "predicted Sad" in described and "true Fear" in described, described[:300]
         wait_idle(page)
         shot(page, "inspect")
 

@@ -81,6 +81,15 @@ class ImageAnalysis:
     votes: np.ndarray | None   # uint8 (10,) FER+ votes, when known
     image_id: str
 
+    def summary(self, index: int, split: str) -> str:
+        """'Face 12 of PrivateTest (id 32310) · predicted **Sad** (47%) · true **Fear**', as markdown."""
+        from fercore.labels import CLASS_NAMES
+
+        predicted = int(self.probabilities.argmax())
+        text = (f"Face {index} of {split} (id {self.image_id}) · predicted **{CLASS_NAMES[predicted]}** "
+                f"({self.probabilities[predicted]:.0%})")
+        return text + (f" · true **{CLASS_NAMES[self.label]}**" if self.label is not None else "")
+
 
 def _method_options(loaded, method: str, options: tuple) -> dict:
     opts = dict(options)
@@ -99,7 +108,7 @@ def _image_analysis(key: tuple, _s: Scope, index: int, method: str, target: Targ
         raise ValueError(f"image {index} is not in this split ({len(data)} images)")
     label = None if data.labels is None else int(data.labels[index])
     x = loaded.preprocess(data.pixels[index:index + 1])
-    use_app_threads()
+    use_app_threads(batch=method in ("smoothgrad", "integrated_gradients"))  # tens of noisy copies or path points
     with loaders.model_lock(loaded):
         with torch.inference_mode():
             probabilities = torch.softmax(loaded.model(x), dim=1)[0].numpy()
@@ -165,7 +174,7 @@ def _layer_outputs(key: tuple, _s: Scope, layer: str, index: int) -> np.ndarray:
     from fercore.filters import layer_outputs
 
     loaded, data = _loaded(_s), _images(_s)
-    use_app_threads()
+    use_app_threads(batch=False)
     with loaders.model_lock(loaded):
         return layer_outputs(loaded.model, loaded.preprocess(data.pixels[index:index + 1]), layer)[0]
 
