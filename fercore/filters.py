@@ -508,7 +508,7 @@ def visualize_filters(model: nn.Module, layer: LayerRef, filters: Sequence[int] 
             x.grad = None
             shift = _jitter_shift(jitter, generator)
             for rows in chunks:  # images are independent: chunks only keep activations cache-sized
-                images = _roll(x[rows], shift)
+                images = _roll(x[rows] if len(chunks) > 1 else x, shift)
                 loss = -mean_response(images, rows).sum()
                 if tv_weight:
                     loss = loss + tv_weight * _total_variation(images).sum()
