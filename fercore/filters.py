@@ -32,15 +32,16 @@ it must not be trained at the same moment from another thread.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from fercore.frozen import analysis_mode
 
 STAGES = ("conv", "pre_relu", "activation")
 IMAGE_SHAPE = (1, 48, 48)
@@ -86,7 +87,7 @@ def find_layer(model: nn.Module, layer: LayerRef, image_shape: tuple[int, int, i
     BN and activation by following one traced forward pass."""
     name, conv = _resolve_conv(model, layer)
     image = torch.zeros(1, *image_shape)
-    with _frozen(model):
+    with analysis_mode(model, channels_last=False):
         calls = _trace_leaf_calls(model, image, stop_after=conv)
     at = next((i for i, call in enumerate(calls) if call.module is conv), None)
     if at is None:
@@ -201,33 +202,6 @@ def _check_stage(stage: str) -> None:
         raise ValueError(f"unknown stage {stage!r}: use one of {', '.join(STAGES)}")
 
 
-@contextlib.contextmanager
-def _frozen(model: nn.Module, channels_last: bool = False) -> Iterator[nn.Module]:
-    """Eval mode and no parameter gradients for the duration; the caller's flags come back afterwards.
-
-    channels_last: conv weights are also held in channels_last for the duration (the same values), so that oneDNN
-    runs the convolutions on NHWC data without reordering it each call (10-25% faster here); the original weight
-    tensors are put back afterwards.
-    """
-    training = [(m, m.training) for m in model.modules()]
-    requires_grad = [(p, p.requires_grad) for p in model.parameters()]
-    weights = [(p, p.data) for p in model.parameters() if channels_last and p.dim() == 4]
-    model.eval()
-    for p, _ in requires_grad:
-        p.requires_grad_(False)
-    for p, data in weights:
-        p.data = data.contiguous(memory_format=torch.channels_last)
-    try:
-        yield model
-    finally:
-        for m, flag in training:
-            m.training = flag
-        for p, flag in requires_grad:
-            p.requires_grad_(flag)
-        for p, data in weights:
-            p.data = data
-
-
 # ------------------------------------------------------------------------------------------- truncated forward
 
 def run_until(model: nn.Module, x: torch.Tensor, module: nn.Module, *, before: bool = False) -> torch.Tensor:
@@ -259,7 +233,7 @@ def truncated_forward(model: nn.Module, images: torch.Tensor, layer: LayerRef,
     The model is put in eval mode for the call; gradients flow to `images` when they require grad.
     """
     site = find_layer(model, layer, tuple(images.shape[1:]))
-    with _frozen(model):
+    with analysis_mode(model, channels_last=False):
         return run_until(model, images, site.module_at(stage))
 
 
@@ -273,7 +247,7 @@ def layer_outputs(model: nn.Module, images: torch.Tensor, layer: LayerRef, stage
     images = images[None] if images.dim() == 3 else images
     site = find_layer(model, layer, tuple(images.shape[1:]))
     images = images.contiguous(memory_format=torch.channels_last)
-    with _frozen(model, channels_last=True), torch.no_grad():
+    with analysis_mode(model), torch.no_grad():
         outputs = [run_until(model, images[rows], site.module_at(stage))
                    for rows in _chunks(len(images), site.prefix_numel, batch_size)]
     return torch.cat(outputs).float().contiguous().numpy()
@@ -499,7 +473,7 @@ def visualize_filters(model: nn.Module, layer: LayerRef, filters: Sequence[int] 
     x = _start_images(start, site.conv.out_channels, filters, (lo, hi), image_shape, generator)
     x = x.contiguous(memory_format=torch.channels_last).requires_grad_(True)
     chunks = _chunks(len(filters), site.prefix_numel)
-    with _frozen(model, channels_last=True):
+    with analysis_mode(model):
         conv_input = to_conv_input(model, site)
         start_means, start_peaks = _measure(conv_input, site, x, filters, stage, chunks)
         mean_response = _mean_response_objective(conv_input, site, filters, stage, image_shape)
@@ -691,7 +665,7 @@ def receptive_field(model: nn.Module, layer: LayerRef, image_shape: tuple[int, i
     site = find_layer(model, layer, image_shape)
     generator = torch.Generator().manual_seed(seed)
     channels, height, width = image_shape
-    with _frozen(model):
+    with analysis_mode(model, channels_last=False):
         for scale in (1, 2, 4, 8):
             x = torch.randn(2 * samples, channels, height * scale, width * scale, generator=generator)
             field, touches_border = _probe_field(model, site, x.requires_grad_(True), samples)
@@ -757,7 +731,7 @@ def top_activating(model: nn.Module, images: torch.Tensor, layer: LayerRef, filt
     site = find_layer(model, layer, tuple(images.shape[1:]))
     filters = _filter_indices(site, [filter])
     images = images.contiguous(memory_format=torch.channels_last)
-    with _frozen(model, channels_last=True), torch.no_grad():
+    with analysis_mode(model), torch.no_grad():
         maps = torch.cat([filter_response(site, run_until(model, images[rows], site.conv, before=True), filters, stage)
                           for rows in _chunks(len(images), site.prefix_numel, batch_size)])[:, 0]
     peaks, flat_positions = maps.flatten(1).max(dim=1)

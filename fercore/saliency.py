@@ -25,8 +25,6 @@ Sanity checks: `cascading_randomization` (Adebayo et al. 2018) and `deletion_cur
 
 import copy
 import math
-import threading
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Sequence, Union
 
@@ -34,6 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from fercore.frozen import analysis_mode
 
 # Rows (images x samples or steps) per forward/backward pass: bounds memory (hw3 keeps ~3 MB of activations per
 # row for the backward pass) while staying large enough for oneDNN to run its convolutions efficiently.
@@ -138,41 +138,6 @@ def _target_weights(model: nn.Module, images: torch.Tensor, target: TargetLike) 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Running the model without leaving traces
-
-# One analysis at a time: analysis_mode flips shared state (modes, requires_grad, weight layout) and restores it,
-# so two threads (e.g. two Streamlit sessions sharing a cached model) must not interleave. Reentrant because the
-# sanity checks call the methods from inside. Two cores gain nothing from running analyses side by side anyway.
-_ANALYSIS_LOCK = threading.RLock()
-
-
-@contextmanager
-def analysis_mode(model: nn.Module):
-    """Eval mode, parameters not differentiated, conv weights in channels_last, gradients on; restores every
-    module's mode, every parameter's requires_grad and its original weight tensor on exit (also on errors).
-    Works when the caller sits in torch.no_grad() or inference_mode().
-
-    Why channels_last: oneDNN's convolutions (forward and input-gradient) run ~1.4x faster with NHWC weights on
-    this CPU; the layout is swapped back, so the caller's model is left exactly as it was."""
-    # inference_mode(False) first: the channels_last copies must be normal tensors, which autograd can save
-    with _ANALYSIS_LOCK, torch.inference_mode(False), torch.enable_grad():
-        modes = [(module, module.training) for module in model.modules()]
-        flags = [(param, param.requires_grad) for param in model.parameters()]
-        layouts = [(param, param.data) for param in model.parameters() if param.ndim == 4]
-        try:
-            model.eval()
-            for param, _ in flags:
-                param.requires_grad_(False)
-            for param, data in layouts:
-                param.data = data.contiguous(memory_format=torch.channels_last)
-            yield model
-        finally:
-            for module, training in modes:
-                module.training = training
-            for param, flag in flags:
-                param.requires_grad_(flag)
-            for param, data in layouts:
-                param.data = data
-
 
 def _as_batch(model: nn.Module, images) -> torch.Tensor:
     """images as a float (N, 1, H, W) tensor on the model's device, detached from any caller graph."""

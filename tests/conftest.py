@@ -1,6 +1,5 @@
 """Shared test setup: run from the repo root, keep caches out of the user's home, leave a core free."""
 
-import os
 import sys
 from pathlib import Path
 
