@@ -5,7 +5,7 @@ from pathlib import Path
 import streamlit as st
 
 from ui import keys, runs, settings, sidebar
-from ui.errors import shown_errors
+from ui.errors import show_error, shown_errors
 
 st.title("Train")
 st.caption("A run trains in a background process with one CPU thread, so the rest of the app stays responsive. "
@@ -41,8 +41,11 @@ def new_run_form() -> None:
     if selection.data is None:
         st.warning("Choose the data in the sidebar first.")
         return
-    with shown_errors("read the data"):
+    try:
         check_data(selection.data)
+    except Exception as error:  # noqa: BLE001 -- shown; no form for data that cannot be trained on
+        show_error(error, "train on this data")
+        return
     with st.form("new_run", border=True):
         names = model_names()
         model = st.selectbox("Model", names, index=names.index("fernet") if "fernet" in names else 0,
@@ -93,22 +96,25 @@ def live_status(run_dir: Path, was_running: bool) -> None:
     status = jobs.status(run_dir)
     if status.running != was_running:  # started or ended elsewhere: redraw the whole page (buttons, lists)
         st.rerun()
+    best = max(status.history, key=lambda h: h.get("val_acc", 0)) if status.history else None
+    best_text = f" · best validation accuracy {best['val_acc']:.1%} at epoch {best['epoch']}" if best else ""
     if status.running:
         st.progress(runs.progress_fraction(status.progress), text=runs.progress_text(status.progress))
         if st.button("Stop", key="w_train_stop", icon=":material/stop:"):
             with shown_errors("stop the run"):
                 jobs.stop(run_dir)
                 st.rerun()
+        st.caption(f"Running{best_text}")
     else:
         failure = runs.failure_line(status.log_tail)
         if failure:
             st.error(f"The last job of this run failed: {failure}", icon=":material/error:")
         done = len(status.history)
-        st.caption(f"Not running · {done} epoch{'s' if done != 1 else ''} done")
+        st.caption(f"Not running · {done} epoch{'s' if done != 1 else ''} done{best_text}")
     if status.history:
-        best = max(status.history, key=lambda h: h.get("val_acc", 0))
-        st.caption(f"Best validation accuracy {best['val_acc']:.1%} at epoch {best['epoch']}")
-    st.plotly_chart(render.learning_curves(status.history), key="train_curves")
+        st.plotly_chart(render.learning_curves(status.history), key="train_curves")
+    else:
+        st.caption("The loss and accuracy curves appear when the first epoch ends.")
     with st.expander("Log"):
         st.code(status.log_tail or "(empty)", language=None)
 

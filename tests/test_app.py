@@ -15,7 +15,7 @@ from fercore import jobs
 from fercore.data import load_dataset
 from fercore.labels import CLASS_NAMES, PRIVATE_TEST, PUBLIC_TEST
 
-from fixtures import learnable_faces, tiny_fer_csv
+from fixtures import learnable_faces, tiny_fer_csv, write_course_test_csv
 from ui import keys, nav, threads
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -248,7 +248,7 @@ def test_train_page_starts_refuses_a_second_start_follows_resumes_and_stops(env,
 
         assert wait_until(lambda: not jobs.is_running(run_dir)), jobs.status(run_dir).log_tail
         at.run()
-        assert "1 epoch done" in texts(at) and "Best validation accuracy" in texts(at)
+        assert "1 epoch done" in texts(at) and "best validation accuracy" in texts(at)
         assert len(at.get("plotly_chart")) == 1  # the learning curves, read from the run folder
 
         other = open_app(nav.TRAIN, **{keys.DATA_MODE: "path", keys.DATA_PATH: str(data)})  # another tab
@@ -269,6 +269,15 @@ def test_train_page_starts_refuses_a_second_start_follows_resumes_and_stops(env,
     finally:
         jobs.stop(run_dir)
         torch.set_num_threads(1)
+
+
+def test_train_page_refuses_unlabeled_data_before_starting(env, tmp_path):
+    pixels, _ = learnable_faces(14)
+    data = write_course_test_csv(tmp_path / "test.csv", pixels)
+    at = open_app(nav.TRAIN, **{keys.DATA_MODE: "path", keys.DATA_PATH: str(data)})
+    assert not at.exception
+    assert any("no labels" in e.value for e in at.error)
+    assert not [b for b in at.button if b.key == "FormSubmitter:new_run-Start training"]
 
 
 # -------------------------------------------------------------------------------------------------- bad input

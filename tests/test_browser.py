@@ -231,7 +231,7 @@ def test_dashboard_in_a_real_browser(server, browser):
         wait_idle(page)
         shot(page, "filters")
 
-        # Train: start a 1-epoch run on the shipped data, see it running, stop it.
+        # Train: start a 1-epoch run on the shipped data and see it running.
         open_page(page, url + "/train", "Train", timer, "Train (again)")
         page.get_by_label("Run name", exact=True).fill("browser-run")
         epochs = page.get_by_label("Epochs", exact=True)
@@ -241,7 +241,25 @@ def test_dashboard_in_a_real_browser(server, browser):
         page.get_by_role("button", name="Stop").wait_for(timeout=60_000)
         page.get_by_text("epoch 1/1").wait_for(timeout=120_000)
         shot(page, "train_running")
-        page.get_by_role("button", name="Stop").click()
+
+        # While it trains, the Confusion page still answers quickly (the app leaves the job its core).
+        page.get_by_test_id("stSidebarNav").get_by_role("link", name="Confusion").click()
+        page.locator(".js-plotly-plot .scatterlayer path.point").first.wait_for(timeout=60_000)
+        wait_idle(page)
+        started = time.perf_counter()
+        click_cell(page, FEAR, SAD)
+        inspect_buttons.nth(min(count, 24) - 1).wait_for(timeout=30_000)
+        timer("cell click -> gallery, while training", time.perf_counter() - started)
+        wait_idle(page)
+        started = time.perf_counter()
+        inspect_buttons.nth(1).click()
+        page.get_by_role("dialog").locator("[data-testid='stImage'] img").nth(3).wait_for(timeout=30_000)
+        timer("image click -> saliency, while training", time.perf_counter() - started)
+        page.keyboard.press("Escape")
+
+        # Back on the Train page the run is still there, live; stop it.
+        page.get_by_test_id("stSidebarNav").get_by_role("link", name="Train").click()
+        page.get_by_role("button", name="Stop").click(timeout=60_000)
         page.get_by_text("Not running").wait_for(timeout=60_000)
         wait_idle(page)
         shot(page, "train_stopped")

@@ -73,8 +73,13 @@ def progress_text(progress: dict) -> str:
 
 
 def failure_line(log_tail: str) -> str | None:
-    """The error line of a run that ended badly (fercore's CLI prints 'error: ...'), if any."""
-    for line in reversed(log_tail.strip().splitlines()):
+    """The error line of the run's last job if it ended badly (fercore's CLI prints 'error: ...'), else None.
+
+    fercore.jobs writes '$ <command>' into train.log at every start, so only the lines after the last one count.
+    """
+    lines = log_tail.strip().splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("$ ")]
+    for line in reversed(lines[starts[-1] + 1:] if starts else lines):
         if line.startswith("error:") or "Error" in line.split(":")[0]:
             return line
     return None
