@@ -1,6 +1,6 @@
 """Copy a finished run folder into checkpoints/NAME/, the way the shipped checkpoints were made.
 
-    python scripts/ship_checkpoint.py runs/fernet fernet [--drop-optimizer]
+    python -m scripts.ship_checkpoint.py runs/fernet fernet [--drop-optimizer]
 
 It copies last.pt (resumable), best.pt only when it differs from last.pt (to save space), history.json and
 config.json. --drop-optimizer removes Adam's moments from last.pt (a third of the size of a model like hw3);
