@@ -1,6 +1,6 @@
 """Print the model-card figures of a checkpoint on the full FER2013 (markdown).
 
-    python -m scripts.evaluate_shipped.py checkpoints/fernet --data ../shared/data/fer2013.npz
+    python scripts/evaluate_shipped.py checkpoints/fernet --data ../shared/data/fer2013.npz
 
 PublicTest and PrivateTest accuracy, per-class recall, the PrivateTest confusion matrix, and the accuracy on the
 PrivateTest images that have no byte-identical copy in Training (FER2013 repeats some images across splits).
@@ -11,10 +11,15 @@ import hashlib
 
 import numpy as np
 
-from fercore.checkpoints import load_model
-from fercore.data import load_dataset
-from fercore.evaluation import evaluate_checkpoint
-from fercore.labels import CLASS_NAMES, PRIVATE_TEST, TRAINING
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+
+from fercore.checkpoints import load_model  # noqa: E402
+from fercore.data import load_dataset  # noqa: E402
+from fercore.evaluation import evaluate_checkpoint  # noqa: E402
+from fercore.labels import CLASS_NAMES, PRIVATE_TEST, TRAINING  # noqa: E402
 
 
 def image_digests(pixels: np.ndarray) -> list[bytes]:

@@ -1,6 +1,6 @@
 """Copy a finished run folder into checkpoints/NAME/, the way the shipped checkpoints were made.
 
-    python -m scripts.ship_checkpoint.py runs/fernet fernet [--drop-optimizer]
+    python scripts/ship_checkpoint.py runs/fernet fernet [--drop-optimizer]
 
 It copies last.pt (resumable), best.pt only when it differs from last.pt (to save space), history.json and
 config.json. --drop-optimizer removes Adam's moments from last.pt (a third of the size of a model like hw3);
@@ -12,7 +12,12 @@ import filecmp
 import shutil
 from pathlib import Path
 
-from fercore.checkpoints import BEST, LAST, read_checkpoint, save_checkpoint
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+
+from fercore.checkpoints import BEST, LAST, read_checkpoint, save_checkpoint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
