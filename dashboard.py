@@ -4,9 +4,15 @@ Train a model, click a confusion cell to see its faces, inspect one face's salie
 The sidebar (checkpoint, data, split) is shared by every page; selections live in st.session_state (ui/keys.py).
 """
 
-import streamlit as st
+import os
 
-from ui import nav, sidebar, warmup
+# OpenMP threads that wait for work sleep instead of spinning, so the app's two torch threads do not burn the core a
+# training job or the browser needs. Read once, when torch loads: the sidebar below does not import it.
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
+import streamlit as st  # noqa: E402
+
+from ui import nav, sidebar, warmup  # noqa: E402
 
 st.set_page_config(page_title="fercore", page_icon=":material/sentiment_satisfied:", layout="wide")
 page = st.navigation(nav.pages())

@@ -46,9 +46,9 @@ def quick_look(s, index: int) -> None:
     st.page_link(nav.INSPECT, label="Open in the Inspect page", icon=":material/center_focus_strong:")
 
 
-def matrix_section(result, normalized: bool):
+def matrix_section(result, tta: bool, normalized: bool):
     """The clickable matrix and the per-class table; returns the space under the table (for the cell's means)."""
-    figure = render.confusion_figure(result.confusion, normalized=normalized)
+    figure = analysis.confusion_figure(scope, tta, normalized)
     left, right = st.columns([3, 2], gap="large")
     with left:
         st.plotly_chart(figure, key=keys.CONFUSION_CHART, on_select=on_cell_click, selection_mode="points",
@@ -124,7 +124,7 @@ with shown_errors("evaluate the checkpoint"):
     st.caption(f"{sources.checkpoint_label(selection.checkpoint)} on {selection.data.label}, "
                f"{selection.split}: {len(result):,} images, accuracy **{result.accuracy:.1%}**, "
                f"macro F1 {result.macro_f1:.3f} ({result.tta_note})")
-    means_box = matrix_section(result, normalized)
+    means_box = matrix_section(result, tta, normalized)
 
     cell = st.session_state.get(keys.CELL)
     if cell is not None:

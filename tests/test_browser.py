@@ -162,6 +162,8 @@ def click_cell(page, true: int, pred: int) -> None:
 
 
 def test_dashboard_in_a_real_browser(server, browser):
+    for old in SHOTS.glob("*.png"):
+        old.unlink()
     timer = Timer()
     url = server["url"]
     page = browser.new_page(viewport={"width": 1500, "height": 1000})

@@ -254,3 +254,15 @@ def cell_means(s: Scope, true: int, pred: int, tta: bool = False):
     """(mean face float32 0..255, mean vanilla-gradient saliency of its most confident images) of the cell, or
     (None, None) when it is empty."""
     return _cell_means(s.key, s, int(true), int(pred), bool(tta))
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _confusion_figure(key: tuple, _s: Scope, tta: bool, normalized: bool):
+    from fercore import render
+
+    return render.confusion_figure(evaluation(_s, tta).confusion, normalized=normalized)
+
+
+def confusion_figure(s: Scope, tta: bool, normalized: bool):
+    """fercore.render's clickable confusion grid for this evaluation, built once (every click reruns the page)."""
+    return _confusion_figure(s.key, s, bool(tta), bool(normalized))
