@@ -8,6 +8,7 @@ folder and are renamed over the target, so a crash at any instant leaves the pre
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
 import zipfile
@@ -61,9 +62,22 @@ def resolve_checkpoint(path) -> Path:
 
 def read_checkpoint(path) -> dict:
     """Read a checkpoint dict without unpickling arbitrary objects; every failure is a CheckpointError."""
+    return _read_bytes(*_file_bytes(path))[0]
+
+
+def _file_bytes(path) -> tuple[Path, bytes]:
     path = resolve_checkpoint(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return path, path.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
+
+
+def _read_bytes(path: Path, data: bytes) -> tuple[dict, str]:
+    """The state in `data` and its content key. One read serves both, so a file replaced meanwhile (a trainer
+    saving best.pt) can never pair old weights with the new file's key."""
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         # weights_only refuses any global it does not know: a pickle that would build objects or run code.
         reason = str(e).splitlines()[0][:200]
@@ -73,16 +87,13 @@ def read_checkpoint(path) -> dict:
                               f"{str(e).splitlines()[0][:200]})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a torch file but not a fercore checkpoint (no '{FORMAT}' format tag)")
-    return state
+    return state, hashlib.sha256(data).hexdigest()[:16]
 
 
-def file_key(path) -> str:
-    """A short content hash, so caches keyed on it notice a replaced checkpoint."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+def architecture_signature(model: nn.Module) -> str:
+    """A hash of the model's printed structure (layers, widths, strides): weights of the same shapes can still
+    belong to another definition of a model, so checkpoints record it and loading compares."""
+    return hashlib.sha256(str(model).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -113,6 +124,10 @@ def model_from_state(state: dict, path="checkpoint") -> nn.Module:
         model = build_model(name)
     except ValueError as e:
         raise CheckpointError(f"{path}: {e}") from None
+    signature = state.get("architecture")
+    if signature is not None and signature != architecture_signature(model):
+        raise CheckpointError(f"{path}: was trained with another definition of {name!r} than this fercore has "
+                              "(layers or strides differ), so its weights would compute something else")
     try:
         model.load_state_dict(state["model_state"])
     except (RuntimeError, KeyError, TypeError) as e:
@@ -123,13 +138,13 @@ def model_from_state(state: dict, path="checkpoint") -> nn.Module:
 
 def load_model(path) -> LoadedModel:
     """Load a checkpoint file or run folder as a LoadedModel ready for evaluation and saliency."""
-    path = resolve_checkpoint(path)
-    state = read_checkpoint(path)
+    path, data = _file_bytes(path)
+    state, key = _read_bytes(path, data)
     model = model_from_state(state, path).eval()
     return LoadedModel(model=model, model_name=state["model_name"],
                        normalizer=Normalizer.from_dict(state["normalizer"]),
                        config=dict(state.get("config", {})), history=list(state.get("history", [])),
-                       path=str(path), key=file_key(path))
+                       path=str(path), key=key)
 
 
 def list_runs(*roots) -> list[Path]:

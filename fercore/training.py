@@ -240,7 +240,7 @@ class Trainer:
 
     def state(self) -> dict:
         """Everything a checkpoint holds, as tensors and plain values (loadable with weights_only=True)."""
-        return {"model_name": self.config.model,
+        return {"model_name": self.config.model, "architecture": checkpoints.architecture_signature(self.model),
                 "model_state": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
                 "optimizer_state": self.optimizer.state_dict(),
                 "scheduler_state": {"schedule": self.config.schedule, "step": len(self.history) * self.steps_per_epoch},

@@ -8,11 +8,10 @@ PrivateTest images that have no byte-identical copy in Training (FER2013 repeats
 
 import argparse
 import hashlib
-
-import numpy as np
-
 import sys
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 

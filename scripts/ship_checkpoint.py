@@ -10,16 +10,14 @@ resuming then restarts those moments and says so.
 import argparse
 import filecmp
 import shutil
-from pathlib import Path
-
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
-
-from fercore.checkpoints import BEST, LAST, read_checkpoint, save_checkpoint  # noqa: E402
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere
+
+from fercore.checkpoints import BEST, LAST, architecture_signature, read_checkpoint, save_checkpoint  # noqa: E402
+from fercore.models import build_model  # noqa: E402
 
 
 def ship(run: Path, name: str, drop_optimizer: bool) -> Path:
@@ -29,6 +27,8 @@ def ship(run: Path, name: str, drop_optimizer: bool) -> Path:
     if drop_optimizer:
         state.pop("optimizer_state", None)
     state.pop("format")
+    # Runs started before checkpoints recorded their architecture: record the definition they were trained with.
+    state.setdefault("architecture", architecture_signature(build_model(state["model_name"])))
     save_checkpoint(state, target / LAST)
     best = run / BEST
     if best.exists() and read_checkpoint(best)["epoch"] != state["epoch"]:

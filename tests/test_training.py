@@ -138,6 +138,17 @@ def test_wrong_architecture_is_refused(good_run, tmp_path):
         load_model(path)
 
 
+def test_checkpoint_of_another_model_definition_is_refused(good_run, tmp_path):
+    """Same weight shapes, other layers (e.g. a stride changed): refuse rather than compute garbage."""
+    state = read_checkpoint(good_run / "last.pt")
+    assert state["architecture"] == checkpoints.architecture_signature(load_model(good_run).model)
+    state["architecture"] = "0" * 16
+    path = tmp_path / "redefined.pt"
+    save_checkpoint(state, path)
+    with pytest.raises(CheckpointError, match="another definition"):
+        load_model(path)
+
+
 class RunsCode:
     def __reduce__(self):
         return (os.system, (f"touch {os.environ['FERCORE_PWNED']}",))

@@ -1,0 +1,50 @@
+"""Saliency sanity checks of a checkpoint, as markdown tables for the model card.
+
+    python scripts/sanity_report.py checkpoints/fernet [--images 64]
+
+Cascading model randomisation (Adebayo et al. 2018): Spearman rank correlation between the trained model's maps and
+the maps after re-initialising layers from the top down. Deletion / insertion AUC (Petsiuk et al. 2018) against a
+random map. On the first PrivateTest images of the shipped data, for the predicted class.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+
+from fercore.checkpoints import load_model  # noqa: E402
+from fercore.data import load_dataset  # noqa: E402
+from fercore.labels import PRIVATE_TEST  # noqa: E402
+from fercore.saliency import (METHODS, cascading_randomization, compute_saliency, deletion_curve,  # noqa: E402
+                              insertion_curve)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint")
+    parser.add_argument("--images", type=int, default=64)
+    args = parser.parse_args()
+    loaded = load_model(args.checkpoint)
+    pixels = load_dataset(None).select_split(PRIVATE_TEST).pixels[:args.images]
+    images = loaded.preprocess(pixels)
+    cascades = {name: cascading_randomization(loaded.model, images, method=name) for name in METHODS}
+    layers = [layer for layer, _ in cascades["gradient"]]
+    print(f"Cascading randomisation, {loaded.path}, {len(images)} PrivateTest images (Spearman rho):\n")
+    print("| layers re-initialised down to | " + " | ".join(METHODS) + " |\n|---|" + "---|" * len(METHODS))
+    for i, layer in enumerate(layers):
+        print(f"| {layer} | " + " | ".join(f"{cascades[name][i][1]:.2f}" for name in METHODS) + " |")
+    rng = np.random.default_rng(0)
+    random_maps = rng.random((len(images), 48, 48)).astype(np.float32)
+    print("\nDeletion AUC (lower is better) and insertion AUC (higher is better):\n")
+    print("| map | deletion AUC | insertion AUC |\n|---|---|---|")
+    for name, maps in [("random", random_maps)] + [(n, compute_saliency(n, loaded.model, images)) for n in METHODS]:
+        deletion = deletion_curve(loaded.model, images, maps).mean_auc
+        insertion = insertion_curve(loaded.model, images, maps).mean_auc
+        print(f"| {name} | {deletion:.3f} | {insertion:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
