@@ -213,9 +213,11 @@ def test_smoothgrad_matches_captum_noise_tunnel_with_the_same_noise(trained):
     from captum.attr import NoiseTunnel, Saliency
     model, images, _ = trained
     stdev, samples, seed = 0.3, 6, 123
+    target = predicted(model, images)
     torch.manual_seed(seed)
-    reference = NoiseTunnel(Saliency(model)).attribute(
-        images.clone(), nt_type="smoothgrad", nt_samples=samples, stdevs=stdev, target=predicted(model, images))
+    with saliency.analysis_mode(model):  # the same channels_last weights fercore runs with (see the IG test)
+        reference = NoiseTunnel(Saliency(model)).attribute(
+            images.clone(), nt_type="smoothgrad", nt_samples=samples, stdevs=stdev, target=target)
     ours = saliency.smoothgrad(model, images, samples=samples, stdev=stdev,
                                generator=torch.Generator().manual_seed(seed))
     assert_close(ours, reference[:, 0])
