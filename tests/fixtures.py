@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -44,3 +45,13 @@ def tiny_fer_csv(folder: Path, n_train: int = 70, n_val: int = 35, seed: int = 0
     pixels, labels = learnable_faces(n_train + n_val, seed)
     usage = np.array([0] * n_train + [1] * n_val)
     return write_fer2013_csv(folder / "fer2013.csv", pixels, labels, usage)
+
+
+def wait_until(predicate, timeout: float = 120.0, every: float = 0.2) -> bool:
+    """Poll `predicate` until it is true (True) or `timeout` seconds pass (False)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(every)
+    return False

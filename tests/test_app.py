@@ -3,7 +3,6 @@ real data files, selections driven through the app's session_state keys (ui/keys
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ from fercore import jobs
 from fercore.data import load_dataset
 from fercore.labels import CLASS_NAMES, PRIVATE_TEST, PUBLIC_TEST
 
-from fixtures import learnable_faces, tiny_fer_csv, write_course_test_csv
+from fixtures import learnable_faces, tiny_fer_csv, wait_until, write_course_test_csv
 from ui import keys, nav, threads
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -215,15 +214,6 @@ def test_filters_page_renders_a_layer_grid_once_for_every_session(env):
 
 
 # --------------------------------------------------------------------------------------------------------- train
-
-def wait_until(predicate, timeout=90.0) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.3)
-    return False
-
 
 def start_run(at: AppTest, name: str, epochs: int) -> None:
     at.text_input(key="w_train_name").set_value(name)

@@ -7,7 +7,6 @@ shows them) and written to tests/screenshots/timings.txt."""
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys

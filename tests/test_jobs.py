@@ -4,23 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from fercore import jobs
 
-from fixtures import tiny_fer_csv
-
-
-def wait_for(predicate, timeout=120.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
+from fixtures import tiny_fer_csv, wait_until
 
 
 @pytest.fixture
@@ -39,7 +29,7 @@ def test_start_status_refuse_second_and_stop(tmp_path, data):
         assert jobs.is_running(run)
         with pytest.raises(jobs.JobError, match="already training"):
             jobs.start_training(run, train_args(data))
-        assert wait_for(lambda: jobs.status(run).progress.get("batch", 0) > 0), jobs.status(run).log_tail
+        assert wait_until(lambda: jobs.status(run).progress.get("batch", 0) > 0), jobs.status(run).log_tail
         status = jobs.status(run)
         assert status.running and status.progress["epochs"] == 50 and status.progress["eta_s"] > 0
     finally:
@@ -68,7 +58,7 @@ def test_lock_of_a_killed_trainer_is_recovered(tmp_path, data):
     run = tmp_path / "killed"
     pid = jobs.start_training(run, train_args(data))
     os.killpg(pid, signal.SIGKILL)
-    assert wait_for(lambda: not jobs.is_running(run), timeout=10)
+    assert wait_until(lambda: not jobs.is_running(run), timeout=10)
     assert (run / jobs.LOCK_FILE).exists()  # the lock file stays, but nobody holds it
     assert jobs.start_training(run, train_args(data)) > 0
     assert jobs.is_running(run)
