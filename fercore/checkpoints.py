@@ -19,10 +19,10 @@ import torch
 from torch import nn
 
 from fercore.models import build_model
+from fercore.runs import BEST, LAST, run_checkpoint
 from fercore.transforms import Normalizer
 
 FORMAT = "fercore-checkpoint/1"
-BEST, LAST = "best.pt", "last.pt"
 
 
 class CheckpointError(ValueError):
@@ -51,10 +51,10 @@ def resolve_checkpoint(path) -> Path:
     """A run folder means its best.pt (or last.pt before the first best); a file means itself."""
     path = Path(path)
     if path.is_dir():
-        for name in (BEST, LAST):
-            if (path / name).is_file():
-                return path / name
-        raise CheckpointError(f"{path} holds no {BEST} or {LAST}: is it a fercore run folder?")
+        found = run_checkpoint(path)
+        if found is None:
+            raise CheckpointError(f"{path} holds no {BEST} or {LAST}: is it a fercore run folder?")
+        return found
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
     return path
@@ -145,15 +145,3 @@ def load_model(path) -> LoadedModel:
                        normalizer=Normalizer.from_dict(state["normalizer"]),
                        config=dict(state.get("config", {})), history=list(state.get("history", [])),
                        path=str(path), key=key)
-
-
-def list_runs(*roots) -> list[Path]:
-    """Every run folder (a folder holding best.pt or last.pt) directly under the given roots, sorted."""
-    runs = set()
-    for root in map(Path, roots):
-        if not root.is_dir():
-            continue
-        for child in root.iterdir():
-            if child.is_dir() and ((child / BEST).is_file() or (child / LAST).is_file()):
-                runs.add(child)
-    return sorted(runs)

@@ -7,13 +7,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from fercore.runs import is_run_folder, run_checkpoint
 from ui import settings
-
-CHECKPOINT_FILES = ("best.pt", "last.pt")  # what makes a folder a run folder (as fercore.checkpoints.list_runs)
-
-
-def is_run_folder(path: Path) -> bool:
-    return path.is_dir() and any((path / name).is_file() for name in CHECKPOINT_FILES)
 
 
 def checkpoint_options() -> list[str]:
@@ -36,12 +31,7 @@ def checkpoint_label(path: str) -> str:
 
 def checkpoint_file(path: str) -> Path:
     """The file a checkpoint choice means: a .pt file itself, a run folder its best.pt (else last.pt)."""
-    p = Path(path)
-    if p.is_dir():
-        for name in CHECKPOINT_FILES:
-            if (p / name).is_file():
-                return p / name
-    return p
+    return (run_checkpoint(path) if Path(path).is_dir() else None) or Path(path)
 
 
 def stamp(path: Path | str | None) -> tuple:
