@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--epochs", type=int, help="the new total number of epochs")
     resume.add_argument("--data", help="the data the run was trained on, if it moved")
     _add_run_options(resume)
+    # Resume keeps the run's own threads and device unless told otherwise: with the same threads it is bit-exact.
+    resume.set_defaults(threads=None, device=None)
 
     evaluate = commands.add_parser("evaluate", help="accuracy, per-class metrics, confusion matrix", epilog=EPILOG)
     evaluate.add_argument("checkpoint", metavar="CHECKPOINT")
@@ -75,15 +77,16 @@ def progress_printer(quiet: bool):
     """A training progress callback: a tqdm bar per epoch and one summary line per finished epoch."""
     from tqdm import tqdm
 
-    bar = None
+    bar, bar_epoch = None, None
 
-    def on_progress(p):
-        nonlocal bar
+    def on_progress(p):  # called about twice a second and at each epoch's end
+        nonlocal bar, bar_epoch
         if quiet:
             if p.epoch_done:
                 print(epoch_line(p.record, p.epochs), flush=True)
             return
-        if bar is None or p.batch == 1:
+        if bar is None or bar_epoch != p.epoch:
+            bar_epoch = p.epoch
             bar = tqdm(total=p.batches, desc=f"epoch {p.epoch}/{p.epochs}", unit="batch", leave=False,
                        file=sys.stderr)
         bar.n = p.batch
@@ -121,7 +124,7 @@ def cmd_train(args) -> int:
 def cmd_resume(args) -> int:
     from fercore.training import resumed_run
 
-    overrides = {"threads": args.threads, "device": args.device}
+    overrides = {key: value for key, value in (("threads", args.threads), ("device", args.device)) if value}
     if args.data:
         overrides["data"] = os.path.abspath(args.data)
     trainer = resumed_run(args.run, epochs=args.epochs, overrides=overrides, on_progress=progress_printer(args.quiet))

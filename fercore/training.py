@@ -135,6 +135,8 @@ class Trainer:
         if config.threads > 0:
             torch.set_num_threads(config.threads)
         self.device = pick_device(config.device)
+        if self.device.type == "cuda":  # fixed input shapes: let cuDNN pick its fastest convolution algorithms
+            torch.backends.cudnn.benchmark = True
         self.dataset = dataset if dataset is not None else load_dataset(config.data, val_fraction=config.val_fraction,
                                                                          seed=config.seed)
         self.train_set, self.val_set, self.split_note = split_roles(self.dataset)
@@ -189,7 +191,11 @@ class Trainer:
         aug_generator = torch.Generator(device=self.device).manual_seed(c.seed * 7919 + epoch)
         order = self._epoch_order(generator).to(self.device)
         self.model.train()
-        total_loss, correct, seen = 0.0, 0, 0
+        # Running sums stay on the device: reading them (.item()) waits for the GPU, so it is done only when
+        # progress is reported (about once a second), not every batch.
+        total_loss = torch.zeros((), device=self.device)
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        seen, reported = 0, time.time()
         batches, total_steps = self.steps_per_epoch, self.steps_per_epoch * c.epochs
         for b in range(batches):
             idx = order[b * c.batch_size:(b + 1) * c.batch_size]
@@ -204,12 +210,14 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            total_loss += loss.item() * len(idx)
-            correct += (logits.argmax(1) == y).sum().item()
+            total_loss += loss.detach() * len(idx)
+            correct += (logits.argmax(1) == y).sum()
             seen += len(idx)
-            self._report(epoch, b + 1, batches, started, t0, total_loss / seen, correct / seen)
+            if time.time() - reported >= 0.5 or b + 1 == batches:
+                self._report(epoch, b + 1, batches, started, t0, total_loss.item() / seen, correct.item() / seen)
+                reported = time.time()
         val_loss, val_acc = self.validate()
-        return {"epoch": epoch + 1, "train_loss": total_loss / seen, "train_acc": correct / seen,
+        return {"epoch": epoch + 1, "train_loss": total_loss.item() / seen, "train_acc": correct.item() / seen,
                 "val_loss": val_loss, "val_acc": val_acc, "lr": lr, "seconds": time.time() - t0}
 
     @torch.inference_mode()
