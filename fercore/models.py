@@ -8,6 +8,7 @@ module would see or overwrite the wrong tensor.
 
 The registry:
   hw3          the homework's Keras network, layer for layer: 2,619,975 parameters, 432 MFLOP per image.
+  hw3_nobn     hw3 without BatchNorm, the homework's starting point (for its question 2).
   fernet       VGG-style with BN and global average pooling, built for accuracy per CPU-second:
                1.17M parameters, 191 MFLOP per image (benchmarks/bench_train.py measures its training speed).
   fernet_wide  a 4.7M-parameter VGG (0.94 GFLOP per image) for the most accurate model, trained on a GPU.
@@ -44,7 +45,7 @@ def _keras_bn(channels: int, kind=nn.BatchNorm2d) -> nn.Module:
     return kind(channels, eps=1e-3, momentum=0.01)
 
 
-def hw3(conv_dropout: float = 0.25, dense_dropout: float = 0.5) -> nn.Sequential:
+def hw3(conv_dropout: float = 0.25, dense_dropout: float = 0.5, batchnorm: bool = True) -> nn.Sequential:
     """The homework's Keras network, layer for layer.
 
     conv3x3 64 (same), BN, ReLU, conv3x3 64, ReLU, maxpool 2, dropout;
@@ -57,7 +58,7 @@ def hw3(conv_dropout: float = 0.25, dense_dropout: float = 0.5) -> nn.Sequential
     epsilon 1e-3. Parameters: 2,619,975 (Keras' summary shows 2,620,615: it also counts BN's 640 moving averages).
     """
     flat = 128 * (IMAGE_SIZE // 4) ** 2
-    return nn.Sequential(OrderedDict([
+    layers = [
         ("conv1", _keras_conv(1, 64)), ("bn1", _keras_bn(64)), ("relu1", nn.ReLU()),
         ("conv2", _keras_conv(64, 64)), ("relu2", nn.ReLU()),
         ("pool1", nn.MaxPool2d(2)), ("drop1", nn.Dropout(conv_dropout)),
@@ -68,7 +69,15 @@ def hw3(conv_dropout: float = 0.25, dense_dropout: float = 0.5) -> nn.Sequential
         ("fc1", _keras_dense(flat, 128)), ("bn_fc1", _keras_bn(128, nn.BatchNorm1d)), ("relu_fc1", nn.ReLU()),
         ("drop_fc", nn.Dropout(dense_dropout)),
         ("fc2", _keras_dense(128, NUM_CLASSES)),
-    ]))
+    ]
+    if not batchnorm:
+        layers = [(name, layer) for name, layer in layers if not name.startswith("bn")]
+    return nn.Sequential(OrderedDict(layers))
+
+
+def hw3_nobn() -> nn.Sequential:
+    """The homework's network before its BatchNorm step (question 2's first rows): hw3 without its three BN layers."""
+    return hw3(batchnorm=False)
 
 
 def hw3_param_count() -> int:
@@ -134,6 +143,7 @@ def fernet_wide() -> nn.Sequential:
 
 _REGISTRY: dict[str, Callable[[], nn.Module]] = {
     "hw3": hw3,
+    "hw3_nobn": hw3_nobn,
     "fernet": fernet,
     "fernet_wide": fernet_wide,
 }

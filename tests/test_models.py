@@ -34,6 +34,13 @@ def test_hw3_matches_the_homework_network_layer_for_layer():
     assert all(conv.padding == (1, 1) and conv.kernel_size == (3, 3) for conv in conv_layers(model).values())
 
 
+def test_hw3_nobn_is_hw3_without_its_batchnorm_layers():
+    full, plain = build_model("hw3"), build_model("hw3_nobn")
+    assert [n for n, _ in plain.named_children()] == [n for n, _ in full.named_children() if not n.startswith("bn")]
+    assert _params(full) - _params(plain) == 2 * (64 + 128 + 128)
+    assert plain(torch.zeros(2, 1, 48, 48)).shape == (2, 7)
+
+
 @pytest.mark.parametrize("name", model_names())
 def test_every_model_maps_a_batch_to_seven_logits_in_both_memory_formats(name):
     model = build_model(name).eval()
