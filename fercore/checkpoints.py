@@ -11,7 +11,6 @@ import hashlib
 import io
 import os
 import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,15 +75,18 @@ def _file_bytes(path) -> tuple[Path, bytes]:
 def _read_bytes(path: Path, data: bytes) -> tuple[dict, str]:
     """The state in `data` and its content key. One read serves both, so a file replaced meanwhile (a trainer
     saving best.pt) can never pair old weights with the new file's key."""
+    if not data:
+        raise CheckpointError(f"{path} is an empty file (0 bytes), not a checkpoint")
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         # weights_only refuses any global it does not know: a pickle that would build objects or run code.
         reason = str(e).splitlines()[0][:200]
         raise CheckpointError(f"{path} is not a safe fercore checkpoint (refused to unpickle: {reason})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+    except Exception as e:  # noqa: BLE001 -- torch.load fails in many ways on foreign bytes (IndexError on text)
+        reason = (str(e).splitlines() or [type(e).__name__])[0][:200]
         raise CheckpointError(f"{path} is not a readable checkpoint (truncated or not a torch file: "
-                              f"{str(e).splitlines()[0][:200]})") from None
+                              f"{reason})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a torch file but not a fercore checkpoint (no '{FORMAT}' format tag)")
     return state, hashlib.sha256(data).hexdigest()[:16]
