@@ -207,3 +207,29 @@ def test_checkpoint_survives_sigkill_during_saves(tmp_path):
         child.wait()
         state = read_checkpoint(path)
         assert torch.equal(state["w"], torch.full((1_000_000,), float(state["epoch"])))
+
+
+@pytest.mark.parametrize("failure", [OSError(28, "No space left on device"), PermissionError(13, "Permission denied")])
+def test_a_run_that_cannot_write_its_checkpoint_stops_with_one_line_and_keeps_the_last_good_one(
+        tmp_path, monkeypatch, capsys, failure):
+    from fercore import cli
+
+    data, run = tiny_fer_csv(tmp_path), tmp_path / "run"
+    real_save, saves = torch.save, []
+
+    def save_then_fail(obj, f, *args, **kwargs):  # epoch 1 writes last.pt and best.pt; the disk fails after that
+        saves.append(obj.get("epoch"))
+        if len(saves) > 2:
+            f.write(b"partial")
+            raise failure
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save_then_fail)
+    status = cli.main(["train", "--data", str(data), "--out", str(run), "--model", "fernet", "--epochs", "3",
+                       "--batch-size", "32", "--threads", "1", "--quiet"])
+    out, err = capsys.readouterr()
+    assert status == 2 and err.count("\n") == 1 and failure.strerror in err and str(run / "last.pt") in err, err
+    assert "epoch 1/3" in out and saves[2:] == [2]  # epoch 2 trained; its save failed, and training stopped
+    monkeypatch.setattr(torch, "save", real_save)
+    assert len(read_checkpoint(run / "last.pt")["history"]) == 1  # the previous checkpoint, intact
+    assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
