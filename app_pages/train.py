@@ -122,6 +122,9 @@ def live_status(run_dir: Path, was_running: bool) -> None:
 def resume_controls(run_dir: Path) -> None:
     if not (run_dir / "last.pt").exists():
         return
+    data, note = runs.resume_data(run_dir, selection.data)
+    if note:
+        st.caption(note)
     done = len(runs.read_json(run_dir / "history.json", []))
     planned = int(runs.read_json(run_dir / "config.json", {}).get("epochs", done))
     target = planned if done < planned else done + 5
@@ -130,13 +133,33 @@ def resume_controls(run_dir: Path) -> None:
                              help="The new total number of epochs")
     if c2.button("Resume", key="w_train_resume", icon=":material/replay:"):
         with shown_errors("resume the run"):
-            jobs.start_resume(run_dir, int(epochs), threads=settings.JOB_THREADS)
+            jobs.start_resume(run_dir, int(epochs), threads=settings.JOB_THREADS, data=data)
             st.rerun()
+
+
+def continue_shipped() -> None:
+    """Copy a shipped checkpoint into runs/ and resume it there: the shipped files are never written to."""
+    from fercore.runs import copy_run, list_runs
+
+    shipped = list_runs(settings.checkpoints_root())
+    if not shipped:
+        return
+    with st.expander("Continue training a shipped checkpoint"):
+        source = st.selectbox("Shipped checkpoint", shipped, key="w_continue_source", format_func=lambda p: p.name)
+        name = st.text_input("New run name", key="w_continue_name", placeholder=f"{source.name}-continued")
+        if st.button("Copy into runs/", key="w_continue_copy", icon=":material/content_copy:"):
+            with shown_errors("copy the checkpoint"):
+                target = copy_run(source, jobs.safe_run_dir(settings.runs_root(),
+                                                            name.strip() or f"{source.name}-continued"))
+                st.session_state[keys.TRAIN_RUN] = str(target)
+                st.rerun()
+        st.caption("The copy appears under Runs, where **Resume** continues it.")
 
 
 left, right = st.columns([1, 2], gap="large")
 with left:
     new_run_form()
+    continue_shipped()
 with right:
     st.subheader("Runs")
     run_dir = run_picker()

@@ -91,8 +91,9 @@ def start_training(run_dir, train_args: list[str], threads: int = 1) -> int:
     return start(run_dir, "train", [*train_args, "--out", str(run_dir)], threads)
 
 
-def start_resume(run_dir, epochs: int | None = None, threads: int = 1) -> int:
-    args = [str(run_dir)] + (["--epochs", str(epochs)] if epochs else [])
+def start_resume(run_dir, epochs: int | None = None, threads: int = 1, data: str | None = None) -> int:
+    """Continue `run_dir` up to `epochs` in total; `data` where the run's data now lives, if it moved."""
+    args = [str(run_dir)] + (["--epochs", str(epochs)] if epochs else []) + (["--data", data] if data else [])
     return start(run_dir, "resume", args, threads)
 
 

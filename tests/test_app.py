@@ -3,6 +3,7 @@ real data files, selections driven through the app's session_state keys (ui/keys
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -306,3 +307,35 @@ def test_a_broken_checkpoint_shows_an_error(env, tmp_path, monkeypatch):
     assert any("broken.pt" in e.value for e in at.error)
     at.switch_page(nav.INSPECT).run()
     assert not at.exception and any("broken.pt" in e.value for e in at.error)
+
+
+def test_a_shipped_checkpoint_is_continued_in_a_copy_with_the_sidebars_data(env, tmp_path, monkeypatch):
+    from fercore.checkpoints import read_checkpoint, save_checkpoint
+
+    shipped = tmp_path / "shipped"  # as shipped: trained on a data file that is not on this computer
+    state = read_checkpoint(env["checkpoint"] / "last.pt")
+    state.pop("format")
+    state["config"]["data"] = "/elsewhere/fer2013.npz"
+    (shipped / "tiny").mkdir(parents=True)
+    save_checkpoint(state, shipped / "tiny" / "last.pt")
+    (shipped / "tiny" / "config.json").write_text(json.dumps(state["config"]))
+    before = {p.name: p.read_bytes() for p in (shipped / "tiny").iterdir()}
+    monkeypatch.setenv("FERCORE_CHECKPOINTS", str(shipped))
+
+    at = open_app(nav.TRAIN, **{keys.DATA_MODE: "path", keys.DATA_PATH: str(env["data"])})
+    at.selectbox(key="w_continue_source").set_value(shipped / "tiny")
+    at.text_input(key="w_continue_name").set_value("tiny-continued")
+    at.button(key="w_continue_copy").click().run()
+    copy = env["runs"] / "tiny-continued"
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.session_state[keys.TRAIN_RUN] == str(copy) and (copy / "last.pt").exists()
+    assert "not on this computer" in texts(at)
+    try:
+        at.number_input(key="w_resume_epochs").set_value(2)
+        at.button(key="w_train_resume").click().run()
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        assert wait_until(lambda: not jobs.is_running(copy)), jobs.status(copy).log_tail
+        assert len(read_checkpoint(copy / "last.pt")["history"]) == 2, jobs.status(copy).log_tail
+    finally:
+        jobs.stop(copy)
+    assert {p.name: p.read_bytes() for p in (shipped / "tiny").iterdir()} == before  # the shipped files untouched

@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from ui import settings
+from ui import settings, sources
 
 RUN_MARKERS = ("last.pt", "best.pt", "config.json", "job.json")  # a folder with any of these is a run
 
@@ -25,6 +25,21 @@ def read_json(path: Path, default):
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return default
+
+
+def resume_data(run_dir: Path, choice) -> tuple[str | None, str | None]:
+    """(--data for resuming `run_dir`, a note for the user). The data path a run records is where it was trained;
+    when that is not on this computer (a shipped checkpoint), the sidebar's data is used: it must hold the same
+    images, which the trainer checks by their fingerprint."""
+    recorded = read_json(run_dir / "config.json", {}).get("data")
+    if recorded is None or Path(recorded).exists():
+        return None, None
+    if choice is None:
+        return None, f"This run was trained on `{recorded}`, which is not on this computer: choose your copy of " \
+                     "that data in the sidebar to resume it."
+    path = choice.path or str(sources.default_data_path())
+    return path, f"This run was trained on `{recorded}`, which is not on this computer: resuming reads " \
+                 f"{choice.label} instead (it must hold the same images; the trainer checks)."
 
 
 def default_run_name(model: str) -> str:
