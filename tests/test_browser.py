@@ -53,10 +53,10 @@ def wait_healthy(url: str, server: subprocess.Popen, timeout: float = 90.0) -> N
 
 
 def shipped_checkpoints() -> list[Path]:
+    from fercore.runs import list_runs
+
     folder = ROOT / "checkpoints"
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.suffix == ".pt" or (p / "best.pt").is_file())
+    return list_runs(folder) + sorted(folder.glob("*.pt"))
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def server(checkpoints_root, tmp_path_factory):
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, process)
-        yield {"url": url, "runs": runs}
+        yield {"url": url, "runs": runs, "log": Path(log.name)}
     finally:
         process.terminate()
         try:
@@ -277,3 +277,53 @@ def test_dashboard_in_a_real_browser(server, browser):
         SHOTS.mkdir(parents=True, exist_ok=True)
         (SHOTS / "timings.txt").write_text("\n".join(timer.lines) + "\n")
         page.close()
+
+
+SESSIONS = 10
+ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
+
+
+def test_a_class_of_ten_sessions_sees_no_errors_and_shares_the_heavy_results(server, browser):
+    """Ten browser sessions at once (a class opening the link), each clicking the Fear/Sad cell and rendering the
+    first layer's filters: no session sees an error, and the server computes each heavy result once."""
+    url = server["url"]
+    contexts = [browser.new_context(viewport={"width": 1400, "height": 900}) for _ in range(SESSIONS)]
+    pages = [context.new_page() for context in contexts]
+    started = time.perf_counter()
+    try:
+        for page in pages:
+            page.goto(url, wait_until="commit")  # all ten at once, without waiting for each to draw
+        for page in pages:
+            page.locator(".js-plotly-plot .scatterlayer path.point").first.wait_for(timeout=300_000)
+            wait_idle(page, 120_000)
+        for page in pages:
+            click_cell(page, FEAR, SAD)
+        for page in pages:
+            page.get_by_role("heading", name="True Fear, predicted Sad").wait_for(timeout=120_000)
+            page.get_by_text("mean saliency").wait_for(timeout=120_000)
+            wait_idle(page, 120_000)
+        for page in pages:
+            page.goto(url + "/filters", wait_until="commit")
+        for page in pages:
+            render_button = page.get_by_role("button", name="Render all")
+            render_button.or_(page.get_by_text("filter 0 top left")).first.wait_for(timeout=120_000)
+            wait_idle(page, 120_000)
+            if render_button.is_visible():
+                render_button.click()
+        for index, page in enumerate(pages):
+            page.get_by_text("filter 0 top left").wait_for(timeout=300_000)
+            wait_idle(page, 120_000)
+            assert page.locator(ERRORS).count() == 0, f"session {index}: {page.locator(ERRORS).first.inner_text()}"
+            assert page.get_by_text("Connection error").count() == 0, f"session {index} lost its connection"
+        print(f"[timing] {SESSIONS} sessions: matrix, cell, filters: {time.perf_counter() - started:.1f} s")
+        shot(pages[-1], "class_session_10")
+    except Exception:
+        shot(pages[-1], "class_failure")
+        raise
+    finally:
+        for context in contexts:
+            context.close()
+    computed = server["log"].read_text(errors="replace")
+    for what in ("evaluation on PrivateTest (tta False)", f"mean face and saliency of cell ({FEAR}, {SAD})",
+                 "filters of conv1 (all"):
+        assert computed.count(f"computed {what}") == 1, (what, computed[-3000:])

@@ -14,6 +14,7 @@ import numpy as np
 import streamlit as st
 
 from ui import loaders, sources
+from ui.computelog import computing
 from ui.shared import shared_results
 from ui.sidebar import Selection
 from ui.threads import use_app_threads
@@ -163,8 +164,9 @@ def visualize_filters(s: Scope, layer: str, filters: tuple | None, params: dict,
         use_app_threads()
         steps = params["steps"]
         report(0.0, f"0 / {steps} steps")
-        return ascend(model, layer, list(filters) if filters else None, value_range=_input_range(s.key, s),
-                      progress=lambda step, total: report(step / total, f"{step} / {total} steps"), **params)
+        with computing(f"filters of {layer} ({len(filters) if filters else 'all'}, {steps} steps)"):
+            return ascend(model, layer, list(filters) if filters else None, value_range=_input_range(s.key, s),
+                          progress=lambda step, total: report(step / total, f"{step} / {total} steps"), **params)
 
     return shared_results().get(filter_key(s, layer, filters, params), compute, on_progress)
 
@@ -190,7 +192,7 @@ def _top_activating(key: tuple, _s: Scope, layer: str, filter_index: int, k: int
 
     loaded, data = _loaded(_s), _images(_s)
     use_app_threads()
-    with loaders.model_lock(loaded):
+    with loaders.model_lock(loaded), computing(f"top activating images of {layer} filter {filter_index}"):
         return top_activating(loaded.model, loaded.preprocess(data.pixels), layer, filter_index, k=k)
 
 
@@ -211,7 +213,7 @@ def _evaluation(key: tuple, _s: Scope, tta: bool):
     loaded = _loaded(_s)
     use_app_threads()
     # evaluate copies the model (hooks included): hold the lock so no saliency hook of another session comes along.
-    with loaders.model_lock(loaded):
+    with loaders.model_lock(loaded), computing(f"evaluation on {_s.split} (tta {tta})"):
         # The split's own rows are the dataset here, so cell indices are positions in the split, as keys.IMAGE is.
         return evaluate_checkpoint(loaded, _images(_s), tta=tta)
 
@@ -244,7 +246,7 @@ def _cell_means(key: tuple, _s: Scope, true: int, pred: int, tta: bool):
     if face is None:
         return None, None
     use_app_threads()
-    with loaders.model_lock(loaded):
+    with loaders.model_lock(loaded), computing(f"mean face and saliency of cell ({true}, {pred})"):
         saliency = cell_mean_saliency(result, loaded.model, loaded.normalizer, data, true, pred,
                                       limit=MEAN_SALIENCY_LIMIT)
     return face, saliency
