@@ -23,6 +23,7 @@ from fercore.training import HISTORY_FILE, PROGRESS_FILE, write_json
 
 LOCK_FILE, JOB_FILE, LOG_FILE = "job.lock", "job.json", "train.log"
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+JOB_NICENESS = 10  # the trainer yields the cores to the app and the browser when both want them
 
 
 class JobError(RuntimeError):
@@ -80,10 +81,21 @@ def start(run_dir, command: str, args: list[str], threads: int = 1) -> int:
             child = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      env=env, cwd=Path(__file__).resolve().parent.parent, pass_fds=(fd,),
                                      start_new_session=True)
+        _lower_priority(child.pid)
         write_json(run_dir / JOB_FILE, {"pid": child.pid, "command": command, "args": args, "started": time.time()})
         return child.pid
     finally:
         os.close(fd)  # the child keeps the lock through its inherited copy
+
+
+def _lower_priority(pid: int) -> None:
+    """Nice the trainer, so that when the app, the browser and the trainer all want the 2 cores, a click wins and
+    training waits a moment (it loses nothing while the app is idle). Set at once, before torch starts its threads,
+    which inherit it."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, min(19, os.getpriority(os.PRIO_PROCESS, 0) + JOB_NICENESS))
+    except (AttributeError, OSError):  # not on this platform, or the child is already gone
+        pass
 
 
 def start_training(run_dir, train_args: list[str], threads: int = 1) -> int:

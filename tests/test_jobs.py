@@ -24,9 +24,11 @@ def train_args(data, epochs=50):
 
 def test_start_status_refuse_second_and_stop(tmp_path, data):
     run = tmp_path / "runs" / "demo"
-    jobs.start_training(run, train_args(data))
+    pid = jobs.start_training(run, train_args(data))
     try:
         assert jobs.is_running(run)
+        # niced below the app, so a click wins the cores; torch's threads inherit it
+        assert os.getpriority(os.PRIO_PROCESS, pid) == os.getpriority(os.PRIO_PROCESS, 0) + jobs.JOB_NICENESS
         with pytest.raises(jobs.JobError, match="already training"):
             jobs.start_training(run, train_args(data))
         assert wait_until(lambda: jobs.status(run).progress.get("batch", 0) > 0), jobs.status(run).log_tail
