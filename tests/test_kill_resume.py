@@ -3,9 +3,11 @@ exactly the weights of a run that was never killed."""
 
 from __future__ import annotations
 
+import queue
 import random
 import subprocess
 import sys
+import threading
 import time
 
 import torch
@@ -19,42 +21,66 @@ TRAIN_ARGS = ["--model", "fernet", "--epochs", "24", "--batch-size", "16", "--sc
               "--device", "cpu", "--quiet"]
 
 
-def fercore(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "fercore", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+def fercore(*args: str) -> tuple[subprocess.Popen, queue.Queue]:
+    """Start `python -m fercore ...`; its output lines arrive in the queue as they are printed."""
+    child = subprocess.Popen([sys.executable, "-m", "fercore", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in child.stdout], daemon=True).start()
+    return child, lines
+
+
+def output(lines: queue.Queue) -> str:
+    return "".join(lines.queue)
 
 
 def epochs_done(run) -> int:
     return len(read_checkpoint(run / LAST)["history"]) if (run / LAST).exists() else 0
 
 
+def kill_moment(child, lines: queue.Queue, rng: random.Random) -> float:
+    """Wait for a seeded random moment to kill at, measured from events rather than the clock, so kills land in
+    every phase however fast the machine is: a quarter of them while the process starts (imports, data), the rest
+    at up to 2 s into training, which spans epochs (~0.5 s each here) and the checkpoint saves between them."""
+    if rng.random() < 0.25:
+        delay = rng.uniform(0.1, 1.5)
+        time.sleep(delay)
+        return delay
+    while child.poll() is None:
+        try:
+            if lines.get(timeout=0.05).startswith(("training on", "resuming")):
+                break
+        except queue.Empty:
+            pass
+    delay = rng.uniform(0.0, 2.0)
+    time.sleep(delay)
+    return delay
+
+
 def test_sigkill_at_random_moments_then_resume_gives_the_weights_of_an_unkilled_run(tmp_path):
     data = str(tiny_fer_csv(tmp_path, n_train=48, n_val=16))
-    straight = fercore("train", "--data", data, "--out", str(tmp_path / "straight"), *TRAIN_ARGS)
-    assert straight.wait(timeout=600) == 0, straight.stdout.read()
+    straight, lines = fercore("train", "--data", data, "--out", str(tmp_path / "straight"), *TRAIN_ARGS)
+    assert straight.wait(timeout=600) == 0, output(lines)
 
     run, rng, kills, log = tmp_path / "killed", random.Random(2026), 0, []
     while True:
         before = epochs_done(run)
         # No checkpoint yet: start again; otherwise resume from the last good one.
-        child = fercore("resume", str(run)) if before else fercore("train", "--data", data, "--out", str(run),
-                                                                     *TRAIN_ARGS)
+        child, lines = (fercore("resume", str(run)) if before else
+                        fercore("train", "--data", data, "--out", str(run), *TRAIN_ARGS))
         if kills == KILLS:
-            assert child.wait(timeout=600) == 0, child.stdout.read()
+            assert child.wait(timeout=600) == 0, output(lines)
             break
-        delay = rng.uniform(1.0, 6.0)  # interpreter start and imports take ~2 s: kills land in every phase
-        try:
-            status = child.wait(timeout=delay)
-            assert status == 0, child.stdout.read()
+        delay = kill_moment(child, lines, rng)
+        if child.poll() is not None:
+            assert child.returncode == 0, output(lines)
             break  # it finished before its kill came
-        except subprocess.TimeoutExpired:
-            child.kill()  # SIGKILL: no handler, no cleanup
-            child.wait()
-            kills += 1
+        child.kill()  # SIGKILL: no handler, no cleanup
+        child.wait()
+        kills += 1
         after = epochs_done(run)  # the checkpoint left behind reads, and never goes back
         assert after >= before
         log.append((round(delay, 2), before, after))
-        time.sleep(0.05)
 
     assert kills == KILLS, f"only {kills} kills landed before the run finished: {log}"
     assert any(after > before for _, before, after in log), log  # some kills came after progress was saved
