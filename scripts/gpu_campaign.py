@@ -1,4 +1,6 @@
-"""The one GPU session that trained the shipped checkpoints and the question-2 table, as it was run.
+"""One GPU session that trains the candidates for the most accurate checkpoint, hw3 and the question-2 table.
+
+It was rehearsed on a CPU (`run --smoke`) but has not run on a GPU yet: none was lent when it was to run.
 
 A lent GPU machine takes at most 64 MiB of files and gives back at most 8 files of 16 MiB, and its time is short
 (one command of under 10 minutes). So this script has three steps:
@@ -6,6 +8,11 @@ A lent GPU machine takes at most 64 MiB of files and gives back at most 8 files 
     python scripts/gpu_campaign.py pack .gpu                 # here: fer2013.npz -> a PNG mosaic + labels (58 MB)
     python scripts/gpu_campaign.py run .gpu --out $OUT       # there: every run at once, until the deadline
     python scripts/gpu_campaign.py unpack-results $OUT runs/gpu   # here: the runs, ready for ship_checkpoint.py
+
+The device takes the repository's files plus `.gpu` (ignored through .git/info/exclude), 64 MiB in all: move the
+large tracked files (data/fer2013_test.npz, checkpoints/*/last.pt; the runs do not need them) out of the tree for the
+call, and back afterwards. Then, on the device: `python3 scripts/gpu_campaign.py run .gpu --out $OUT
+--train-seconds 465` with `.gpu` carried and a timeout of about 580 s.
 
 Every run is a plain `python -m fercore train ...` command (printed in the log and kept in each run's
 config.json), so each can be reproduced on any machine without this script. The script only decides how many
