@@ -122,11 +122,12 @@ def live_status(run_dir: Path, was_running: bool) -> None:
 def resume_controls(run_dir: Path) -> None:
     if not (run_dir / "last.pt").exists():
         return
-    data, note = runs.resume_data(run_dir, selection.data)
+    config = runs.read_json(run_dir / "config.json", {})
+    data, note = runs.resume_data(config.get("data"), selection.data)
     if note:
         st.caption(note)
     done = len(runs.read_json(run_dir / "history.json", []))
-    planned = int(runs.read_json(run_dir / "config.json", {}).get("epochs", done))
+    planned = int(config.get("epochs", done))
     target = planned if done < planned else done + 5
     c1, c2 = st.columns([2, 1], vertical_alignment="bottom")
     epochs = c1.number_input("Train until epoch", done + 1, 1000, target, key="w_resume_epochs",

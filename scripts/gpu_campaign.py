@@ -37,6 +37,12 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere
+
+from fercore.checkpoints import load_model, read_checkpoint, save_checkpoint  # noqa: E402
+from fercore.data import load_dataset  # noqa: E402
+from fercore.evaluation import evaluate_checkpoint  # noqa: E402
+
 SHARED_DATA = ROOT.parent / "shared" / "data" / "fer2013.npz"
 MOSAIC_COLUMNS = 128
 META_ARRAYS = ("emotion", "usage", "usage_names", "emotion_names", "ferplus_votes", "ferplus_columns")
@@ -189,11 +195,6 @@ def campaign(pack_folder: Path, out: Path, train_seconds: float, smoke: bool = F
 
 def evaluate_question2(jobs: dict[str, Job], data: Path, work: Path, log) -> None:
     """PrivateTest accuracy and Disgust recall of each question-2 row's last epoch (the fixed budget)."""
-    sys.path.insert(0, str(ROOT))
-    from fercore.checkpoints import load_model
-    from fercore.data import load_dataset
-    from fercore.evaluation import evaluate_checkpoint
-
     dataset = load_dataset(data)
     rows = {}
     for name, job in jobs.items():
@@ -227,9 +228,6 @@ def bundle(jobs: dict[str, Job], work: Path, out: Path, log) -> None:
 
 
 def strip_optimizer(path: Path) -> Path:
-    sys.path.insert(0, str(ROOT))
-    from fercore.checkpoints import read_checkpoint, save_checkpoint
-
     state = read_checkpoint(path)
     state.pop("optimizer_state", None)
     state.pop("format")

@@ -91,7 +91,8 @@ def test_a_real_cli_process_prints_one_line_and_no_traceback(corpus, name):
     assert case.words in done.stderr
 
 
-def test_the_app_shows_each_error_and_the_page_stays_usable(corpus, monkeypatch):
+def open_dashboard(corpus, monkeypatch) -> AppTest:
+    """The app on the corpus' good data and checkpoint, with its checkpoints and runs folders inside the corpus."""
     monkeypatch.setenv("FERCORE_CHECKPOINTS", str(corpus["root"] / "checkpoints"))
     monkeypatch.setenv("FERCORE_RUNS", str(corpus["root"] / "runs"))
     at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=90)
@@ -99,6 +100,11 @@ def test_the_app_shows_each_error_and_the_page_stays_usable(corpus, monkeypatch)
     at.session_state[keys.DATA_PATH] = str(corpus["data"])
     at.session_state[keys.CHECKPOINT] = str(corpus["checkpoint"])
     at.run()
+    return at
+
+
+def test_the_app_shows_each_error_and_the_page_stays_usable(corpus, monkeypatch):
+    at = open_dashboard(corpus, monkeypatch)
     assert not at.exception and not at.error and len(at.get("plotly_chart")) == 1
 
     def assert_shows(case) -> None:
@@ -126,12 +132,7 @@ def test_the_app_shows_each_error_and_the_page_stays_usable(corpus, monkeypatch)
 
 def test_the_train_page_refuses_bad_run_names(corpus, monkeypatch):
     runs = corpus["root"] / "runs"
-    monkeypatch.setenv("FERCORE_CHECKPOINTS", str(corpus["root"] / "checkpoints"))
-    monkeypatch.setenv("FERCORE_RUNS", str(runs))
-    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=90)
-    at.session_state[keys.DATA_MODE] = "path"
-    at.session_state[keys.DATA_PATH] = str(corpus["data"])
-    at.run()
+    at = open_dashboard(corpus, monkeypatch)
     at.switch_page(nav.TRAIN).run()
     for case in of_kind(corpus, "run name"):
         at.text_input(key="w_train_name").set_value(case.target)

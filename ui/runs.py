@@ -6,9 +6,10 @@ import json
 import time
 from pathlib import Path
 
+from fercore.runs import BEST, LAST
 from ui import settings, sources
 
-RUN_MARKERS = ("last.pt", "best.pt", "config.json", "job.json")  # a folder with any of these is a run
+RUN_MARKERS = (LAST, BEST, "config.json", "job.json")  # a folder with any of these is a run
 
 
 def run_folders() -> list[Path]:
@@ -27,11 +28,10 @@ def read_json(path: Path, default):
         return default
 
 
-def resume_data(run_dir: Path, choice) -> tuple[str | None, str | None]:
-    """(--data for resuming `run_dir`, a note for the user). The data path a run records is where it was trained;
-    when that is not on this computer (a shipped checkpoint), the sidebar's data is used: it must hold the same
-    images, which the trainer checks by their fingerprint."""
-    recorded = read_json(run_dir / "config.json", {}).get("data")
+def resume_data(recorded: str | None, choice) -> tuple[str | None, str | None]:
+    """(--data for resuming a run, a note for the user). `recorded` is the data path in the run's config, where it
+    was trained; when that is not on this computer (a shipped checkpoint), the sidebar's data is used: it must hold
+    the same images, which the trainer checks by their fingerprint."""
     if recorded is None or Path(recorded).exists():
         return None, None
     if choice is None:
