@@ -39,9 +39,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
-from fercore.checkpoints import load_model, read_checkpoint, save_checkpoint  # noqa: E402
-from fercore.data import load_dataset  # noqa: E402
-from fercore.evaluation import evaluate_checkpoint  # noqa: E402
+import question2  # noqa: E402 -- scripts/question2.py: the rows and their evaluation
+from fercore.checkpoints import read_checkpoint, save_checkpoint  # noqa: E402
 
 SHARED_DATA = ROOT.parent / "shared" / "data" / "fer2013.npz"
 MOSAIC_COLUMNS = 128
@@ -68,17 +67,8 @@ def runs(data: str, device: str = "cuda", q2_epochs: int = Q2_EPOCHS) -> dict[st
         "fernet": {"args": ["--model", "fernet", *onecycle, "--lr", "3e-3", "--weight-decay", "1e-4",
                             "--augment", WIDE_AUGMENT], "fit": True},
     }
-    # The homework's question 2: one fixed budget, one change per row.
-    q2 = {
-        "q2_1_raw": ["--model", "hw3_nobn", "--normalize", "none"],
-        "q2_2_scale255": ["--model", "hw3_nobn"],
-        "q2_3_batchnorm": ["--model", "hw3"],
-        "q2_4_augment": ["--model", "hw3", "--augment", "homework"],
-        "q2_5_weights": ["--model", "hw3", "--augment", "homework", "--balance", "weights"],
-        "q2_6_sampler": ["--model", "hw3", "--augment", "homework", "--balance", "sampler"],
-    }
-    for name, args in q2.items():
-        table[name] = {"args": [*args, "--epochs", str(q2_epochs)], "fit": False}
+    for name in question2.ROWS:  # the homework's question 2: one fixed budget, one change per row
+        table[name] = {"args": question2.row_args(name, q2_epochs), "fit": False}
     for spec in table.values():
         spec["args"] = [*spec["args"], *common]
     return table
@@ -187,24 +177,11 @@ def campaign(pack_folder: Path, out: Path, train_seconds: float, smoke: bool = F
         job.kill()
     log.write(f"training ended after {time.time() - started:.0f}s\n")
     log.flush()
-    evaluate_question2(jobs, data, work, log)
+    question2.evaluate_rows(str(data), work)
+    log.write("question 2 evaluated\n")
     bundle(jobs, work, out, log)
     log.write(f"done after {time.time() - started:.0f}s\n")
     log.close()
-
-
-def evaluate_question2(jobs: dict[str, Job], data: Path, work: Path, log) -> None:
-    """PrivateTest accuracy and Disgust recall of each question-2 row's last epoch (the fixed budget)."""
-    dataset = load_dataset(data)
-    rows = {}
-    for name, job in jobs.items():
-        if name.startswith("q2_") and (job.folder / "last.pt").exists():
-            loaded = load_model(job.folder / "last.pt")
-            result = evaluate_checkpoint(loaded, dataset, split="PrivateTest", use_cache=False)
-            rows[name] = {"epochs": len(loaded.history), "public_acc": loaded.history[-1]["val_acc"],
-                          "private": result.to_dict(), "command": job.args}
-    (work / "question2.json").write_text(json.dumps(rows, indent=1))
-    log.write(f"question 2 evaluated: {sorted(rows)}\n")
 
 
 def bundle(jobs: dict[str, Job], work: Path, out: Path, log) -> None:

@@ -7,22 +7,15 @@ shows them) and written to tests/screenshots/timings.txt."""
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
+from browser_kit import CHROMIUM, CHROMIUM_ARGS, FEAR, ROOT, SAD, click_cell, streamlit_server, wait_idle
+
 SHIPPED_DATA = ROOT / "data" / "fer2013_test.npz"
 SHOTS = ROOT / "tests" / "screenshots"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
-FEAR, SAD = 2, 4
 
 
 def missing(reason: str):
@@ -30,26 +23,6 @@ def missing(reason: str):
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(reason)
     pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(url: str, server: subprocess.Popen, timeout: float = 90.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {server.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError("streamlit did not come up")
 
 
 def shipped_checkpoints() -> list[Path]:
@@ -88,24 +61,10 @@ def checkpoints_root(tmp_path_factory) -> Path:
 def server(checkpoints_root, tmp_path_factory):
     if not SHIPPED_DATA.exists():
         missing(f"the shipped data {SHIPPED_DATA} is missing")
-    port = free_port()
     runs = tmp_path_factory.mktemp("browser-runs")
-    env = {**os.environ, "FERCORE_CHECKPOINTS": str(checkpoints_root), "FERCORE_RUNS": str(runs)}
-    log = open(tmp_path_factory.mktemp("browser-log") / "streamlit.log", "wb")
-    process = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.headless", "true",
-                                "--server.port", str(port), "--server.address", "127.0.0.1"],
-                               cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, process)
-        yield {"url": url, "runs": runs, "log": Path(log.name)}
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+    log = tmp_path_factory.mktemp("browser-log") / "streamlit.log"
+    with streamlit_server({"FERCORE_CHECKPOINTS": str(checkpoints_root), "FERCORE_RUNS": str(runs)}, log) as url:
+        yield {"url": url, "runs": runs, "log": log}
 
 
 @pytest.fixture(scope="module")
@@ -140,24 +99,11 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
-def wait_idle(page, timeout: float = 60_000) -> None:
-    """Until the script run ends: no running indicator, and no element left faded from the previous run."""
-    page.wait_for_function("""() => !document.querySelector('[data-testid^="stStatusWidgetRunning"]')
-                                   && !document.querySelector('[data-stale="true"]')""", timeout=timeout)
-
-
 def open_page(page, url: str, title: str, timer: Timer, label: str) -> None:
     started = time.perf_counter()
     page.goto(url)
     page.get_by_role("heading", name=title, level=1).wait_for(timeout=30_000)
     timer(f"first paint: {label}", time.perf_counter() - started)
-
-
-def click_cell(page, true: int, pred: int) -> None:
-    """Click the centre of the grid's marker for (true, pred): point true * 7 + pred of the scatter trace."""
-    point = page.locator(".js-plotly-plot .scatterlayer .trace path.point").nth(true * 7 + pred)
-    box = point.bounding_box()
-    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
 
 
 def test_dashboard_in_a_real_browser(server, browser):

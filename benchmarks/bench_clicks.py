@@ -1,0 +1,96 @@
+"""Click latency in a real browser: the Confusion page's cell click -> its gallery, and a face's Inspect click -> its
+heatmap and mask, each repeated, with warm caches (the issue's target: 1 s each on 2 cores).
+
+    .venv/bin/python benchmarks/bench_clicks.py [--repeats 8] [--checkpoints checkpoints] [--while-training]
+
+Starts `streamlit run dashboard.py` headless on a free port and drives Debian's Chromium (/usr/bin/chromium) with
+Playwright, as tests/test_browser.py does. A click is timed from the mouse event to the moment the script run it
+caused has ended in the page (no running indicator, nothing left faded) with the awaited elements present: what a
+student waits for. Prints one row per gesture: median, best and worst. --while-training first starts a training run
+on the shipped data exactly as the Train page does (fercore.jobs: 1 torch thread, niced), and stops it at the end.
+"""
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from browser_kit import (CHROMIUM, CHROMIUM_ARGS, FEAR, MATRIX_POINT, SAD, click_cell,  # noqa: E402
+                         streamlit_server, wait_idle)
+from fercore import jobs  # noqa: E402
+from fercore.labels import CLASS_NAMES as NAMES  # noqa: E402
+from ui.settings import JOB_THREADS  # noqa: E402
+
+CELLS = [(FEAR, SAD), (4, 2), (0, 6), (6, 4)]  # alternate, so every click changes the selected cell
+
+
+def timed(gesture, done) -> float:
+    started = time.perf_counter()
+    gesture()
+    done()
+    return time.perf_counter() - started
+
+
+def measure(page, url: str, repeats: int) -> dict[str, list[float]]:
+    page.goto(url)
+    page.locator(MATRIX_POINT).first.wait_for(timeout=300_000)
+    wait_idle(page, 300_000)
+    times: dict[str, list[float]] = {"cell click -> gallery": [], "image click -> saliency": []}
+    for round_ in range(repeats + 1):  # round 0 warms the caches of every cell and face it touches
+        for true, pred in CELLS[:2]:
+            heading = page.get_by_role("heading", name=f"True {NAMES[true]}, predicted {NAMES[pred]}")
+            took = timed(lambda: click_cell(page, true, pred), lambda: (heading.wait_for(), wait_idle(page)))
+            if round_:
+                times["cell click -> gallery"].append(took)
+        buttons = page.get_by_role("button", name="Inspect")
+        face = buttons.nth(round_ % min(buttons.count(), 8))
+        dialog_images = page.get_by_role("dialog").locator("[data-testid='stImage'] img")
+        took = timed(face.click, lambda: (dialog_images.nth(3).wait_for(), wait_idle(page)))
+        if round_:
+            times["image click -> saliency"].append(took)
+        page.keyboard.press("Escape")  # close the dialog
+        page.get_by_role("dialog").wait_for(state="detached")
+        wait_idle(page)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=8)
+    parser.add_argument("--checkpoints", default=str(ROOT / "checkpoints"))
+    parser.add_argument("--while-training", action="store_true", help="with a Train-page run going on beside")
+    args = parser.parse_args()
+    if not CHROMIUM.exists():
+        sys.exit("Chromium is not installed: `apt-get install chromium` (Debian)")
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as scratch, \
+            streamlit_server({"FERCORE_CHECKPOINTS": args.checkpoints, "FERCORE_RUNS": scratch},
+                             Path(scratch) / "streamlit.log") as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1500, "height": 1000})
+        run_dir = Path(scratch) / "bench-run"
+        try:
+            if args.while_training:
+                run_dir.mkdir()
+                jobs.start_training(run_dir, ["--epochs", "50"], threads=JOB_THREADS)
+            times = measure(page, url, args.repeats)
+        except Exception:
+            page.screenshot(path=str(Path(tempfile.gettempdir()) / "bench_clicks_failure.png"), full_page=True)
+            raise
+        finally:
+            if args.while_training:
+                jobs.stop(run_dir)
+        browser.close()
+    beside = ", a Train-page run training beside" if args.while_training else ""
+    print(f"{'gesture':<28} {'median':>8} {'best':>8} {'worst':>8}   ({args.repeats} clicks each{beside})")
+    for gesture, seconds in times.items():
+        print(f"{gesture:<28} {statistics.median(seconds):7.2f}s {min(seconds):7.2f}s {max(seconds):7.2f}s")
+
+if __name__ == "__main__":
+    main()
