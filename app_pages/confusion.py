@@ -53,6 +53,18 @@ def matrix_section(result, tta: bool, normalized: bool):
         return st.container()
 
 
+@st.fragment
+def cell_explorer(result, tta: bool, normalized: bool) -> None:
+    """The matrix, then the clicked cell's faces and means, as a fragment: a cell click reruns only this part."""
+    means_box = matrix_section(result, tta, normalized)
+    cell = st.session_state.get(keys.CELL)
+    if cell is not None:
+        true, pred = (int(v) for v in cell)
+        gallery(true, pred, analysis.cell_images(scope, true, pred, tta))
+        with means_box, shown_errors("average the cell"):  # after the gallery, so the faces come first
+            means_section(scope, true, pred, tta)
+
+
 def votes_text(votes) -> str:
     top = sorted(((int(v), name) for v, name in zip(votes, FERPLUS_COLUMNS) if v), reverse=True)[:3]
     return "FER+ " + ", ".join(f"{name} {v}" for v, name in top) if top else "FER+ no votes"
@@ -122,11 +134,4 @@ with shown_errors("evaluate the checkpoint"):
     st.caption(f"{sources.checkpoint_label(selection.checkpoint)} on {selection.data.label}, "
                f"{selection.split}: {len(result):,} images, accuracy **{result.accuracy:.1%}**, "
                f"macro F1 {result.macro_f1:.3f} ({result.tta_note})")
-    means_box = matrix_section(result, tta, normalized)
-
-    cell = st.session_state.get(keys.CELL)
-    if cell is not None:
-        true, pred = (int(v) for v in cell)
-        gallery(true, pred, analysis.cell_images(scope, true, pred, tta))
-        with means_box, shown_errors("average the cell"):  # after the gallery, so the faces come first
-            means_section(scope, true, pred, tta)
+    cell_explorer(result, tta, normalized)
