@@ -55,14 +55,16 @@ def matrix_section(result, tta: bool, normalized: bool):
 
 @st.fragment
 def cell_explorer(result, tta: bool, normalized: bool) -> None:
-    """The matrix, then the clicked cell's faces and means, as a fragment: a cell click reruns only this part."""
-    means_box = matrix_section(result, tta, normalized)
-    cell = st.session_state.get(keys.CELL)
-    if cell is not None:
-        true, pred = (int(v) for v in cell)
-        gallery(true, pred, analysis.cell_images(scope, true, pred, tta))
-        with means_box, shown_errors("average the cell"):  # after the gallery, so the faces come first
-            means_section(scope, true, pred, tta)
+    """The matrix, then the clicked cell's faces and means, as a fragment: a cell click reruns only this part (and
+    outside the page's error box, hence its own)."""
+    with shown_errors("show the cell"):
+        means_box = matrix_section(result, tta, normalized)
+        cell = st.session_state.get(keys.CELL)
+        if cell is not None:
+            true, pred = (int(v) for v in cell)
+            gallery(true, pred, analysis.cell_images(scope, true, pred, tta))
+            with means_box, shown_errors("average the cell"):  # after the gallery, so the faces come first
+                means_section(scope, true, pred, tta)
 
 
 def votes_text(votes) -> str:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from browser_kit import CHROMIUM, CHROMIUM_ARGS, FEAR, ROOT, SAD, click_cell, streamlit_server, wait_idle
+from browser_kit import (CHROMIUM, CHROMIUM_ARGS, FEAR, MATRIX_POINT, ROOT, SAD, click_cell, streamlit_server,
+                         wait_idle)
 
 SHIPPED_DATA = ROOT / "data" / "fer2013_test.npz"
 SHOTS = ROOT / "tests" / "screenshots"
@@ -116,7 +117,7 @@ def test_dashboard_in_a_real_browser(server, browser):
         # Warm the server's caches (model, data, evaluation) as the first visitor of a class would.
         started = time.perf_counter()
         page.goto(url)
-        page.locator(".js-plotly-plot .scatterlayer path.point").first.wait_for(timeout=300_000)
+        page.locator(MATRIX_POINT).first.wait_for(timeout=300_000)
         timer("cold start: confusion matrix drawn", time.perf_counter() - started)
 
         for path, title in (("", "Confusion"), ("/inspect", "Inspect"), ("/filters", "Filters"), ("/train", "Train")):
@@ -126,7 +127,7 @@ def test_dashboard_in_a_real_browser(server, browser):
 
         # Confusion: click true Fear / predicted Sad, and the gallery shows that cell.
         open_page(page, url, "Confusion", timer, "Confusion (again)")
-        page.locator(".js-plotly-plot .scatterlayer path.point").first.wait_for()
+        page.locator(MATRIX_POINT).first.wait_for()
         wait_idle(page)
         started = time.perf_counter()
         click_cell(page, FEAR, SAD)
@@ -196,7 +197,7 @@ def test_dashboard_in_a_real_browser(server, browser):
 
         # While it trains, the Confusion page still answers quickly (the app leaves the job its core).
         page.get_by_test_id("stSidebarNav").get_by_role("link", name="Confusion").click()
-        page.locator(".js-plotly-plot .scatterlayer path.point").first.wait_for(timeout=60_000)
+        page.locator(MATRIX_POINT).first.wait_for(timeout=60_000)
         wait_idle(page)
         started = time.perf_counter()
         click_cell(page, FEAR, SAD)
@@ -240,7 +241,7 @@ def test_a_class_of_ten_sessions_sees_no_errors_and_shares_the_heavy_results(ser
         for page in pages:
             page.goto(url, wait_until="commit")  # all ten at once, without waiting for each to draw
         for page in pages:
-            page.locator(".js-plotly-plot .scatterlayer path.point").first.wait_for(timeout=300_000)
+            page.locator(MATRIX_POINT).first.wait_for(timeout=300_000)
             wait_idle(page, 120_000)
         for page in pages:
             click_cell(page, FEAR, SAD)
