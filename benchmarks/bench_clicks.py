@@ -14,50 +14,14 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from browser_kit import (CHROMIUM, CHROMIUM_ARGS, FEAR, MATRIX_POINT, SAD, click_cell,  # noqa: E402
-                         streamlit_server, wait_idle)
+from browser_kit import CHROMIUM, CHROMIUM_ARGS, streamlit_server, time_clicks  # noqa: E402
 from fercore import jobs  # noqa: E402
-from fercore.labels import CLASS_NAMES as NAMES  # noqa: E402
 from ui.settings import JOB_THREADS  # noqa: E402
-
-CELLS = [(FEAR, SAD), (4, 2), (0, 6), (6, 4)]  # alternate, so every click changes the selected cell
-
-
-def timed(gesture, done) -> float:
-    started = time.perf_counter()
-    gesture()
-    done()
-    return time.perf_counter() - started
-
-
-def measure(page, url: str, repeats: int) -> dict[str, list[float]]:
-    page.goto(url)
-    page.locator(MATRIX_POINT).first.wait_for(timeout=300_000)
-    wait_idle(page, 300_000)
-    times: dict[str, list[float]] = {"cell click -> gallery": [], "image click -> saliency": []}
-    for round_ in range(repeats + 1):  # round 0 warms the caches of every cell and face it touches
-        for true, pred in CELLS[:2]:
-            heading = page.get_by_role("heading", name=f"True {NAMES[true]}, predicted {NAMES[pred]}")
-            took = timed(lambda: click_cell(page, true, pred), lambda: (heading.wait_for(), wait_idle(page)))
-            if round_:
-                times["cell click -> gallery"].append(took)
-        buttons = page.get_by_role("button", name="Inspect")
-        face = buttons.nth(round_ % min(buttons.count(), 8))
-        dialog_images = page.get_by_role("dialog").locator("[data-testid='stImage'] img")
-        took = timed(face.click, lambda: (dialog_images.nth(3).wait_for(), wait_idle(page)))
-        if round_:
-            times["image click -> saliency"].append(took)
-        page.keyboard.press("Escape")  # close the dialog
-        page.get_by_role("dialog").wait_for(state="detached")
-        wait_idle(page)
-    return times
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -79,7 +43,7 @@ def main() -> None:
             if args.while_training:
                 run_dir.mkdir()
                 jobs.start_training(run_dir, ["--epochs", "50"], threads=JOB_THREADS)
-            times = measure(page, url, args.repeats)
+            times = time_clicks(page, url, args.repeats)
         except Exception:
             page.screenshot(path=str(Path(tempfile.gettempdir()) / "bench_clicks_failure.png"), full_page=True)
             raise

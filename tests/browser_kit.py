@@ -17,6 +17,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 FEAR, SAD = 2, 4
+CELL_CLICK, IMAGE_CLICK = "cell click -> gallery", "image click -> saliency"
 MATRIX_POINT = ".js-plotly-plot .scatterlayer path.point"
 
 
@@ -72,3 +73,36 @@ def click_cell(page, true: int, pred: int) -> None:
     point.scroll_into_view_if_needed()
     box = point.bounding_box()
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+
+
+def timed(gesture, done) -> float:
+    started = time.perf_counter()
+    gesture()
+    done()
+    return time.perf_counter() - started
+
+
+def time_clicks(page, url: str, repeats: int) -> dict[str, list[float]]:
+    """Seconds of each warm click on the Confusion page, `repeats` of each: a cell (Fear/Sad and Sad/Fear in turn,
+    so every click changes the cell) until its gallery is drawn, and a face's Inspect until its quick look shows
+    the four pictures. A click counts until the script run it caused has ended in the page."""
+    from fercore.labels import CLASS_NAMES
+
+    page.goto(url)
+    page.locator(MATRIX_POINT).first.wait_for(timeout=300_000)
+    wait_idle(page, 300_000)
+    times: dict[str, list[float]] = {CELL_CLICK: [], IMAGE_CLICK: []}
+    for round_ in range(repeats + 1):  # round 0 warms the caches of every cell and face it touches
+        for true, pred in ((FEAR, SAD), (SAD, FEAR)):
+            heading = page.get_by_role("heading", name=f"True {CLASS_NAMES[true]}, predicted {CLASS_NAMES[pred]}")
+            took = timed(lambda: click_cell(page, true, pred), lambda: (heading.wait_for(), wait_idle(page)))
+            times[CELL_CLICK] += [took] if round_ else []
+        buttons = page.get_by_role("button", name="Inspect")
+        face = buttons.nth(round_ % min(buttons.count(), 8))
+        pictures = page.get_by_role("dialog").locator("[data-testid='stImage'] img")
+        took = timed(face.click, lambda: (pictures.nth(3).wait_for(), wait_idle(page)))
+        times[IMAGE_CLICK] += [took] if round_ else []
+        page.keyboard.press("Escape")  # close the dialog
+        page.get_by_role("dialog").wait_for(state="detached")
+        wait_idle(page)
+    return times
