@@ -4,6 +4,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from fercore.runs import read_json
 from ui import keys, runs, settings, sidebar
 from ui.errors import show_error, shown_errors
 
@@ -122,11 +123,11 @@ def live_status(run_dir: Path, was_running: bool) -> None:
 def resume_controls(run_dir: Path) -> None:
     if not (run_dir / "last.pt").exists():
         return
-    config = runs.read_json(run_dir / "config.json", {})
+    config = read_json(run_dir / "config.json", {})
     data, note = runs.resume_data(config.get("data"), selection.data)
     if note:
         st.caption(note)
-    done = len(runs.read_json(run_dir / "history.json", []))
+    done = len(read_json(run_dir / "history.json", []))
     planned = int(config.get("epochs", done))
     target = planned if done < planned else done + 5
     c1, c2 = st.columns([2, 1], vertical_alignment="bottom")

@@ -9,7 +9,6 @@ a stale lock, and a second start on the same folder (from any tab or process) is
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import re
 import signal
@@ -19,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from fercore.runs import read_json
 from fercore.training import HISTORY_FILE, PROGRESS_FILE, write_json
 
 LOCK_FILE, JOB_FILE, LOG_FILE = "job.lock", "job.json", "train.log"
@@ -137,13 +137,6 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
-
-
-def read_json(path: Path, default):
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return default
 
 
 def started_at(run_dir) -> str:

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 BEST, LAST = "best.pt", "last.pt"
 RUN_FILES = (LAST, BEST, "history.json", "config.json")  # what a copy of a run takes along (not its log or lock)
+
+
+def read_json(path, default):
+    """A run's small JSON file (history, config, progress, job), or `default` when it is missing or unreadable."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return default
 
 
 def run_checkpoint(folder) -> Path | None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import shutil
 import subprocess
@@ -41,6 +40,8 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 import question2  # noqa: E402 -- scripts/question2.py: the rows and their evaluation
 from fercore.checkpoints import read_checkpoint, save_checkpoint  # noqa: E402
+from fercore.runs import read_json  # noqa: E402
+from fercore.training import HISTORY_FILE  # noqa: E402
 
 SHARED_DATA = ROOT.parent / "shared" / "data" / "fer2013.npz"
 MOSAIC_COLUMNS = 128
@@ -127,10 +128,7 @@ class Job:
                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
     def history(self) -> list[dict]:
-        try:
-            return json.loads((self.folder / "history.json").read_text())
-        except (OSError, ValueError):
-            return []
+        return read_json(self.folder / HISTORY_FILE, [])
 
     def kill(self) -> None:
         if self.process.poll() is None:

@@ -22,6 +22,8 @@ sys.path.insert(0, str(ROOT))
 from fercore.checkpoints import LAST, load_model  # noqa: E402
 from fercore.data import load_dataset  # noqa: E402
 from fercore.evaluation import evaluate_checkpoint  # noqa: E402
+from fercore.runs import read_json  # noqa: E402
+from fercore.training import HISTORY_FILE  # noqa: E402
 
 DISGUST = 1
 
@@ -49,15 +51,10 @@ def row_args(name: str, epochs: int) -> list[str]:
     return [*ROWS[name], "--epochs", str(epochs)]
 
 
-def trained_epochs(folder: Path) -> int:
-    history = folder / "history.json"
-    return len(json.loads(history.read_text())) if history.exists() else 0
-
-
 def run_rows(data: str, out: Path, epochs: int, extra: list[str]) -> None:
     for name in ROWS:
         folder = out / name
-        if trained_epochs(folder) >= epochs:
+        if len(read_json(folder / HISTORY_FILE, [])) >= epochs:
             print(f"{name}: already trained {epochs} epoch(s), skipped", flush=True)
             continue
         command = [sys.executable, "-m", "fercore"]
@@ -80,11 +77,10 @@ def evaluate_rows(data: str, out: Path) -> dict:
             continue
         loaded = load_model(checkpoint)
         result = evaluate_checkpoint(loaded, dataset, split="PrivateTest", use_cache=False)
-        config = json.loads((out / name / "config.json").read_text())
         last = loaded.history[-1]
         rows[name] = {"epochs": len(loaded.history), "train_acc": last["train_acc"], "public_acc": last["val_acc"],
                       "seconds": sum(entry["seconds"] for entry in loaded.history),
-                      "private": result.to_dict(), "config": config}
+                      "private": result.to_dict(), "config": loaded.config}
     (out / "question2.json").write_text(json.dumps(rows, indent=1))
     print(markdown_table(rows))
     return rows

@@ -23,6 +23,8 @@ sys.path.insert(0, str(ROOT))
 from fercore.checkpoints import LAST, load_model  # noqa: E402
 from fercore.data import load_dataset  # noqa: E402
 from fercore.evaluation import evaluate_checkpoint  # noqa: E402
+from fercore.runs import read_json  # noqa: E402
+from fercore.training import HISTORY_FILE  # noqa: E402
 
 
 def train_keeping_epochs(data: str, out: Path, train_args: list[str]) -> list[tuple[float, Path]]:
@@ -34,7 +36,7 @@ def train_keeping_epochs(data: str, out: Path, train_args: list[str]) -> list[tu
     snapshots: list[tuple[float, Path]] = []
     while True:
         finished = process.poll() is not None
-        epochs = len(json.loads((out / "history.json").read_text())) if (out / "history.json").exists() else 0
+        epochs = len(read_json(out / HISTORY_FILE, []))
         if epochs > len(snapshots):
             copy = out / f"epoch{epochs}.pt"
             shutil.copyfile(out / LAST, copy)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -19,13 +18,6 @@ def run_folders() -> list[Path]:
         return []
     runs = [p for p in root.iterdir() if p.is_dir() and any((p / m).exists() for m in RUN_MARKERS)]
     return sorted(runs, key=lambda p: p.stat().st_mtime, reverse=True)
-
-
-def read_json(path: Path, default):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return default
 
 
 def resume_data(recorded: str | None, choice) -> tuple[str | None, str | None]:
