@@ -23,6 +23,7 @@ from browser_kit import CHROMIUM, CHROMIUM_ARGS, streamlit_server, time_clicks  
 from fercore import jobs  # noqa: E402
 from ui.settings import JOB_THREADS  # noqa: E402
 
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=8)
@@ -52,9 +53,11 @@ def main() -> None:
                 jobs.stop(run_dir)
         browser.close()
     beside = ", a Train-page run training beside" if args.while_training else ""
-    print(f"{'gesture':<28} {'median':>8} {'best':>8} {'worst':>8}   ({args.repeats} clicks each{beside})")
+    print(f"{'gesture':<28} {'median':>8} {'best':>8} {'worst':>8}   ({args.repeats} rounds{beside})")
     for gesture, seconds in times.items():
-        print(f"{gesture:<28} {statistics.median(seconds):7.2f}s {min(seconds):7.2f}s {max(seconds):7.2f}s")
+        print(f"{gesture:<28} {statistics.median(seconds):7.2f}s {min(seconds):7.2f}s {max(seconds):7.2f}s"
+              f"   ({len(seconds)} clicks)")
+
 
 if __name__ == "__main__":
     main()
