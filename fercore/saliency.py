@@ -397,6 +397,19 @@ def compute_saliency(name: str, model: nn.Module, images, target: TargetLike = N
     return METHODS[name](model, images, target, **options)
 
 
+DEFAULT_METHOD = "gradient"  # a face's first view: the vanilla gradient of the predicted class, as the homework
+
+
+def explain(model: nn.Module, images, method: str = DEFAULT_METHOD, target: TargetLike = None,
+            **options) -> tuple[np.ndarray, np.ndarray]:
+    """(softmax probabilities (N, C), saliency maps (N, 48, 48)), both float32, of preprocessed images: what a
+    face's inspection shows. With only the model and the images: the Inspect page's first view (and the report's)."""
+    x = _as_batch(model, images)
+    with analysis_mode(model), torch.no_grad():
+        probabilities = torch.softmax(model(x), dim=1)
+    return _numpy(probabilities), compute_saliency(method, model, x, target, **options)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Sanity checks
 
