@@ -477,3 +477,47 @@ def cell_mean_saliency(result: Evaluation, model: nn.Module, normalizer: Callabl
             maps = np.divide(maps, mass, out=np.zeros_like(maps), where=mass > 0)
         total += maps.sum(axis=0)
     return (total / len(indices)).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Accuracy per split
+
+def not_in_training(dataset, split) -> np.ndarray:
+    """bool (rows of `split`,), in dataset order: True where the image has no byte-identical copy in the Training
+    split (FER2013 repeats some faces across splits, and a copy seen in training flatters test accuracy)."""
+    code = split_index(split)
+    training = np.asarray(dataset.split) == split_index("Training")
+    pixels = np.ascontiguousarray(dataset.pixels)
+    seen = {hashlib.sha1(image.tobytes()).digest() for image in pixels[training]}
+    rows = pixels[np.asarray(dataset.split) == code]
+    return np.array([hashlib.sha1(image.tobytes()).digest() not in seen for image in rows], dtype=bool)
+
+
+def split_accuracies(loaded, dataset, tta: bool = False,
+                     evaluate: Callable[[str], Evaluation] | None = None) -> list[dict]:
+    """One row (split, images, accuracy) per split present in a labelled dataset, in the order Training,
+    PublicTest, PrivateTest; where the data has a Training split, each test split is followed by a row
+    "<split> without Training duplicates" (its images with no byte-identical copy in Training, see not_in_training).
+
+    evaluate(split name) -> Evaluation of that split's rows; default: evaluate_checkpoint on
+    dataset.select_split(name) (cached on disk, keyed as the app keys a split), so the app can pass its own cached
+    evaluation and a split is evaluated once.
+    """
+    if dataset.labels is None:
+        raise ValueError(f"{dataset.source or 'this data set'} has no labels: accuracy needs labelled data")
+    if evaluate is None:
+        evaluate = lambda name: evaluate_checkpoint(loaded, dataset.select_split(name), tta=tta)  # noqa: E731
+    present = set(np.asarray(dataset.split).tolist())
+    has_training = split_index("Training") in present
+    rows = []
+    for code, name in enumerate(SPLIT_NAMES):
+        if code not in present:
+            continue
+        result = evaluate(name)
+        rows.append({"split": name, "images": len(result), "accuracy": result.accuracy})
+        if has_training and name != "Training":
+            unique = not_in_training(dataset, name)
+            correct = result.predictions == result.labels
+            rows.append({"split": f"{name} without Training duplicates", "images": int(unique.sum()),
+                         "accuracy": float(correct[unique].mean()) if unique.any() else float("nan")})
+    return rows

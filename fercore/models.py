@@ -14,7 +14,10 @@ The registry:
   fernet_wide  a 4.7M-parameter VGG (0.94 GFLOP per image) for the most accurate model, trained on a GPU.
 """
 
+import csv
+import io
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -193,3 +196,108 @@ def count_flops(model: nn.Module) -> int:
         for handle in handles:
             handle.remove()
     return flops
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Summary (Keras' model.summary(), the homework's question 1)
+
+@dataclass(frozen=True)
+class LayerRow:
+    """One leaf layer of a model: its output for one image and the parameters it holds."""
+
+    name: str                 # qualified module name, e.g. "conv1"
+    kind: str                 # module class, e.g. "Conv2d"
+    output_shape: tuple       # without the batch, e.g. (64, 48, 48)
+    params: int
+    trainable: int
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """A model layer by layer, as Keras' model.summary() shows it, plus its forward cost.
+
+    Parameters are nn.Parameters only. BatchNorm's running mean and variance are buffers here (updated by the
+    forward pass, not by the optimizer), so they are in `running_stats`, not in the parameter counts; Keras' summary
+    counts them as non-trainable parameters (hw3: 2,619,975 here, 2,620,615 = 2,619,975 + 640 in Keras).
+    """
+
+    layers: list[LayerRow]
+    running_stats: int        # BatchNorm running means and variances (Keras' "non-trainable params")
+    flops: int                # forward FLOPs per image (count_flops)
+
+    @property
+    def total_params(self) -> int:
+        return sum(layer.params for layer in self.layers)
+
+    @property
+    def trainable_params(self) -> int:
+        return sum(layer.trainable for layer in self.layers)
+
+    @property
+    def non_trainable_params(self) -> int:
+        return self.total_params - self.trainable_params
+
+    @property
+    def mflops(self) -> float:
+        """Forward MFLOP per image (2 per multiply-add, convs and linear layers)."""
+        return self.flops / 1e6
+
+    def rows(self) -> list[dict]:
+        """One dict per layer (layer, type, output shape as '64 x 48 x 48', parameters, trainable): a table."""
+        return [{"layer": layer.name, "type": layer.kind, "output shape": " x ".join(map(str, layer.output_shape)),
+                 "parameters": layer.params, "trainable": layer.trainable} for layer in self.layers]
+
+    def to_csv(self) -> str:
+        rows = self.rows()
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else ["layer"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return out.getvalue()
+
+
+def _first_tensor(output) -> torch.Tensor | None:
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)):
+        return next((item for item in output if isinstance(item, torch.Tensor)), None)
+    return None
+
+
+def summary(model: nn.Module, image_shape: tuple = (1, IMAGE_SIZE, IMAGE_SIZE)) -> ModelSummary:
+    """The model's leaf layers in the order they run on one zero image, with their output shapes (batch left out)
+    and parameter counts, its BatchNorm running statistics, and its forward FLOPs per image.
+
+    The model runs in eval mode under no_grad (so BatchNorm's statistics and dropout are untouched) and is put back
+    in the mode it was in. A layer that runs twice is listed once, with the shape of its last call.
+    """
+    shapes: dict[str, tuple] = {}
+    leaves = {name: module for name, module in model.named_modules() if not any(True for _ in module.children())}
+
+    def hook(name):
+        def record(module, inputs, output):
+            tensor = _first_tensor(output)
+            shapes.pop(name, None)  # re-insert: the dict keeps the order of the (last) calls
+            shapes[name] = tuple(tensor.shape[1:]) if tensor is not None else ()
+        return record
+
+    handles = [module.register_forward_hook(hook(name)) for name, module in leaves.items()]
+    was_training = model.training
+    parameter = next(model.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, *image_shape, device=device))
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    layers = []
+    for name in [*shapes, *(name for name in leaves if name not in shapes)]:  # layers never called come last
+        params = list(leaves[name].parameters())
+        layers.append(LayerRow(name, type(leaves[name]).__name__, shapes.get(name, ()),
+                               sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)))
+    running = sum(buffer.numel() for name, buffer in model.named_buffers()
+                  if name.rsplit(".", 1)[-1] in ("running_mean", "running_var"))
+    return ModelSummary(layers, running, count_flops(model))

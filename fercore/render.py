@@ -346,3 +346,57 @@ def cell_from_point(point: dict) -> tuple[int, int]:
     if point.get("x") is not None and point.get("y") is not None:
         return int(round(float(point["y"]))), int(round(float(point["x"])))
     raise ValueError(f"not a confusion-grid point: {point!r}")
+
+
+# ColorBrewer RdBu, red (negative) to white (0) to blue (positive): a difference reads by its sign at a glance.
+_RED_WHITE_BLUE = [(103, 0, 31), (178, 24, 43), (214, 96, 77), (244, 165, 130), (253, 219, 199), (247, 247, 247),
+                   (209, 229, 240), (146, 197, 222), (67, 147, 195), (33, 102, 172), (5, 48, 97)]
+
+
+def confusion_difference_figure(difference, names: tuple[str, str] = ("A", "B"), title: str | None = None,
+                                cell_px: int = 64) -> go.Figure:
+    """A difference of two row-normalized confusion matrices (B - A, fercore.compare.confusion_difference) as a
+    heatmap on a diverging scale centred at 0 and symmetric (blue: B puts more of the true class's images in that
+    cell, red: fewer), each cell labelled in percentage points. Rows true (Angry at the top), columns predicted."""
+    matrix = np.asarray(_numpy(difference), dtype=np.float64)
+    if matrix.shape != (NUM_CLASSES, NUM_CLASSES):
+        raise ValueError(f"expected a {NUM_CLASSES}x{NUM_CLASSES} difference matrix, got shape {matrix.shape}")
+    points = 100.0 * matrix
+    high = max(float(np.abs(points).max()), 1.0)  # symmetric, so white is exactly 0
+    steps = np.linspace(0.0, 1.0, len(_RED_WHITE_BLUE))
+    scale = [[float(s), f"rgb{c}"] for s, c in zip(steps, _RED_WHITE_BLUE)]
+    a, b = names
+    hover = [[f"true {CLASS_NAMES[i]}, predicted {CLASS_NAMES[j]}: {points[i, j]:+.1f} points of the true "
+              f"{CLASS_NAMES[i]} images ({b} - {a})" for j in range(NUM_CLASSES)] for i in range(NUM_CLASSES)]
+    text = [[f"{v:+.0f}" if round(v) != 0 else "0" for v in row] for row in points]
+    margin = dict(l=100, r=110, t=60 if title else 30, b=90)
+    figure = go.Figure(go.Heatmap(
+        z=points, x=list(CLASS_NAMES), y=list(CLASS_NAMES), zmin=-high, zmax=high, zmid=0.0, colorscale=scale,
+        text=text, texttemplate="%{text}", textfont=dict(size=13), hovertext=hover, hoverinfo="text",
+        colorbar=dict(title=f"points<br>{b} - {a}", thickness=14), xgap=2, ygap=2))
+    figure.update_layout(
+        title=title, width=NUM_CLASSES * cell_px + margin["l"] + margin["r"],
+        height=NUM_CLASSES * cell_px + margin["t"] + margin["b"], margin=margin, plot_bgcolor="white",
+        xaxis=dict(title="predicted", tickangle=-35, fixedrange=True),
+        yaxis=dict(title="true", autorange="reversed", fixedrange=True))
+    return figure
+
+
+# Plotly's default colours for the runs (class colours are for classes, and the classes are the x axis here).
+_RUN_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+
+
+def recall_bars(recalls: dict, title: str | None = None) -> go.Figure:
+    """Per-class recall of several runs as grouped bars, one colour per run: {run name: 7 recalls in 0..1}."""
+    figure = go.Figure()
+    for k, (name, values) in enumerate(recalls.items()):
+        values = np.asarray(_numpy(values), dtype=np.float64).reshape(-1)
+        if values.shape != (NUM_CLASSES,):
+            raise ValueError(f"expected {NUM_CLASSES} recalls for {name!r}, got shape {values.shape}")
+        figure.add_trace(go.Bar(x=list(CLASS_NAMES), y=values, name=str(name), text=[f"{v:.0%}" for v in values],
+                                textposition="outside", marker=dict(color=_RUN_COLORS[k % len(_RUN_COLORS)]),
+                                hovertemplate=f"{name}: %{{x}} recall %{{y:.1%}}<extra></extra>"))
+    figure.update_layout(title=title, barmode="group", height=340, yaxis=dict(range=[0, 1.12], tickformat=".0%",
+                         title="recall"), margin=dict(l=50, r=20, t=50 if title else 20, b=40),
+                         legend=dict(orientation="h", y=-0.15))
+    return figure

@@ -7,29 +7,15 @@ PrivateTest images that have no byte-identical copy in Training (FER2013 repeats
 """
 
 import argparse
-import hashlib
 import sys
 from pathlib import Path
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
 from fercore.checkpoints import load_model  # noqa: E402
 from fercore.data import load_dataset  # noqa: E402
-from fercore.evaluation import evaluate_checkpoint  # noqa: E402
-from fercore.labels import CLASS_NAMES, PRIVATE_TEST, TRAINING  # noqa: E402
-
-
-def image_digests(pixels: np.ndarray) -> list[bytes]:
-    return [hashlib.sha1(image.tobytes()).digest() for image in pixels]
-
-
-def not_in_training(dataset) -> np.ndarray:
-    """A mask over PrivateTest rows: True where the image has no exact duplicate in Training."""
-    training = set(image_digests(dataset.pixels[dataset.split == TRAINING]))
-    private = image_digests(dataset.pixels[dataset.split == PRIVATE_TEST])
-    return np.array([d not in training for d in private])
+from fercore.evaluation import evaluate_checkpoint, not_in_training  # noqa: E402
+from fercore.labels import CLASS_NAMES  # noqa: E402
 
 
 def main() -> None:
@@ -41,7 +27,7 @@ def main() -> None:
     loaded, dataset = load_model(args.checkpoint), load_dataset(args.data)
     public = evaluate_checkpoint(loaded, dataset, split="PublicTest", tta=args.tta)
     private = evaluate_checkpoint(loaded, dataset, split="PrivateTest", tta=args.tta)
-    unique = not_in_training(dataset)
+    unique = not_in_training(dataset, "PrivateTest")
     correct = private.predictions == private.labels
     print(f"- {loaded.path}, epoch {loaded.epoch}, {private.tta_note}")
     print(f"- PublicTest accuracy {public.accuracy:.2%}; PrivateTest accuracy {private.accuracy:.2%}")
