@@ -32,6 +32,17 @@ BALANCE_TEXT = {"none": "none", "weights": "class-weighted loss", "sampler": "cl
 AUGMENT_UNITS = {"flip": "", "shift": "", "rotate": "°", "zoom": "", "erase": ""}
 
 
+def csv_text(rows: list[dict]) -> str:
+    """Table rows (dicts, e.g. a run's history) as CSV text with a header; columns in first-seen order, so records
+    that gained a field later still line up."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
 def _number(value) -> str:
     """0.001 -> '0.001', 1e-4 -> '0.0001', 128 -> '128'; anything else as text."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -177,12 +188,7 @@ class Comparison:
         return rows
 
     def to_csv(self) -> str:
-        rows = self.rows()
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        return out.getvalue()
+        return csv_text(self.rows())
 
 
 def compare_runs(runs: list, evaluations: list, labels: list[str] | None = None) -> Comparison:

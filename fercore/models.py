@@ -14,8 +14,6 @@ The registry:
   fernet_wide  a 4.7M-parameter VGG (0.94 GFLOP per image) for the most accurate model, trained on a GPU.
 """
 
-import csv
-import io
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
@@ -248,12 +246,9 @@ class ModelSummary:
                  "parameters": layer.params, "trainable": layer.trainable} for layer in self.layers]
 
     def to_csv(self) -> str:
-        rows = self.rows()
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else ["layer"], lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        return out.getvalue()
+        from fercore.compare import csv_text
+
+        return csv_text(self.rows())
 
 
 def _first_tensor(output) -> torch.Tensor | None:

@@ -268,3 +268,59 @@ def _confusion_figure(key: tuple, _s: Scope, tta: bool, normalized: bool):
 def confusion_figure(s: Scope, tta: bool, normalized: bool):
     """fercore.render's clickable confusion grid for this evaluation, built once (every click reruns the page)."""
     return _confusion_figure(s.key, s, bool(tta), bool(normalized))
+
+
+# ------------------------------------------------------------------------------------------- model and runs
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _model_summary(model_key: str, checkpoint: str):
+    from fercore.models import summary
+
+    loaded = loaders.model(checkpoint)
+    with loaders.model_lock(loaded):  # summary hooks into the shared model's modules for one forward pass
+        return summary(loaded.model)
+
+
+def model_summary(checkpoint: str):
+    """fercore.models.summary of the checkpoint's model, once per server."""
+    return _model_summary(loaders.model(checkpoint).key, checkpoint)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _split_accuracies(model_key: str, data_key: str, tta: bool, _checkpoint: str, _data: sources.DataChoice):
+    from fercore.evaluation import split_accuracies as accuracies
+
+    def split_evaluation(split: str):
+        return evaluation(Scope(_checkpoint, model_key, _data, split), tta)
+
+    return accuracies(loaders.model(_checkpoint), loaders.dataset(_data), tta, evaluate=split_evaluation)
+
+
+def split_accuracies(checkpoint: str, data: sources.DataChoice, tta: bool = False) -> list[dict]:
+    """fercore.evaluation.split_accuracies on every split of the data, each split through `evaluation` (the
+    Confusion page's cached result), so a split is evaluated once per server whichever page asks first."""
+    return _split_accuracies(loaders.model(checkpoint).key, data.key, bool(tta), checkpoint, data)
+
+
+# -------------------------------------------------------------------------------------------------- report
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _report_html(key: tuple, _s: Scope, image_index: int) -> str:
+    from fercore.report import build_report
+
+    loaded = _loaded(_s)
+    # A private copy: the report hooks into the model for seconds (saliency, gradient ascent, layer outputs), and
+    # other sessions' clicks on the shared model must not wait for it or see its hooks.
+    with loaders.model_lock(loaded):
+        loaded = copy.deepcopy(loaded)
+    use_app_threads()
+    with computing(f"report on {_s.split}, face {image_index}"):
+        return build_report(loaded, loaders.dataset(_s.data), split=None if _s.split == "all" else _s.split,
+                            image=image_index)
+
+
+def report_html(s: Scope, image_index: int) -> str:
+    """fercore.report's page of the homework's five answers for the scope's checkpoint, data and split, with face
+    `image_index` of the split (keys.IMAGE) in questions 4 and 5: one self-contained HTML string, built once per
+    server (ValueError for an unlabeled data set or a face outside the split)."""
+    return _report_html((*s.key, s.checkpoint), s, int(image_index))

@@ -28,3 +28,4 @@ THRESHOLD = "w_threshold"
 LAYER = "w_layer"                # filters: conv layer name
 FILTER_MODE = "w_filter_mode"    # filters: "grid" or "one"
 FILTER_INDEX = "w_filter_index"
+COMPARE_RUNS = "w_compare_runs"  # compare: the checkpoint paths picked (a multiselect)

@@ -9,6 +9,8 @@ import streamlit as st
 CONFUSION = "app_pages/confusion.py"
 INSPECT = "app_pages/inspect.py"
 FILTERS = "app_pages/filters.py"
+MODEL = "app_pages/model.py"
+COMPARE = "app_pages/compare.py"
 TRAIN = "app_pages/train.py"
 
 
@@ -17,5 +19,7 @@ def pages() -> list:
         st.Page(CONFUSION, title="Confusion", icon=":material/grid_on:", default=True),
         st.Page(INSPECT, title="Inspect", icon=":material/center_focus_strong:"),
         st.Page(FILTERS, title="Filters", icon=":material/filter_vintage:"),
+        st.Page(MODEL, title="Model", icon=":material/account_tree:"),
+        st.Page(COMPARE, title="Compare", icon=":material/compare_arrows:"),
         st.Page(TRAIN, title="Train", icon=":material/model_training:"),
     ]

@@ -23,10 +23,13 @@ def checkpoint_options() -> list[str]:
     return options
 
 
+def is_shipped(path: str) -> bool:
+    """Whether a checkpoint choice is one of the shipped ones (under the checkpoints root), not a run."""
+    return Path(path).parent == settings.checkpoints_root()
+
+
 def checkpoint_label(path: str) -> str:
-    p = Path(path)
-    origin = "shipped" if p.parent == settings.checkpoints_root() else "run"
-    return f"{p.name} ({origin})"
+    return f"{Path(path).name} ({'shipped' if is_shipped(path) else 'run'})"
 
 
 def checkpoint_file(path: str) -> Path:
