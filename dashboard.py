@@ -10,6 +10,13 @@ import os
 # training job or the browser needs. Read once, when torch loads: the sidebar below does not import it.
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
+# plotly looks numpy, pandas and PIL.Image up in sys.modules without importing them; on a server that has just
+# started, another session's script may still be importing one of them there, half built ("partially initialized
+# module 'pandas' has no attribute 'Series'" in place of the matrix). Importing them before any page runs makes
+# every script run wait on Python's import lock until they are complete. pandas costs under a second, once per server.
+import numpy  # noqa: E402, F401
+import pandas  # noqa: E402, F401
+import PIL.Image  # noqa: E402, F401
 import streamlit as st  # noqa: E402
 
 from ui import nav, sidebar, warmup  # noqa: E402

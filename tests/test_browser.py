@@ -295,3 +295,62 @@ def test_a_class_of_ten_sessions_sees_no_errors_and_shares_the_heavy_results(ser
     for what in ("evaluation on PrivateTest (tta False)", f"mean face and saliency of cell ({FEAR}, {SAD})",
                  "filters of conv1 (all"):
         assert computed.count(f"computed {what}") == 1, (what, computed[-3000:])
+
+
+SLOW_IMPORT = '''
+"""Loaded at interpreter start (sitecustomize): pandas' import takes {delay} s, as on a cold disk, so a second
+session's script runs while the first one is still importing it."""
+import importlib.abc
+import importlib.machinery
+import sys
+import time
+
+
+class SlowPandas(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "pandas":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        execute = spec.loader.exec_module
+
+        def slow_exec_module(module):  # the module is in sys.modules, half built, while this sleeps
+            time.sleep({delay})
+            execute(module)
+
+        spec.loader.exec_module = slow_exec_module
+        return spec
+
+
+sys.meta_path.insert(0, SlowPandas())
+'''
+
+
+def test_first_visits_to_a_cold_server_never_see_a_half_imported_module(checkpoints_root, browser, tmp_path):
+    """A class opens the link on a server that has just started: the first session's script is still importing
+    pandas (slowly, as from a cold disk) when the second's draws its matrix. plotly looks pandas up in sys.modules
+    without importing it, so without the app's early import the second session saw "partially initialized module
+    'pandas' has no attribute 'Series'" in place of the matrix."""
+    if not SHIPPED_DATA.exists():
+        missing(f"the shipped data {SHIPPED_DATA} is missing")
+    (tmp_path / "slow").mkdir()
+    (tmp_path / "slow" / "sitecustomize.py").write_text(SLOW_IMPORT.format(delay=8.0))
+    python_path = os.pathsep.join(filter(None, [str(tmp_path / "slow"), os.environ.get("PYTHONPATH")]))
+    env = {"PYTHONPATH": python_path, "FERCORE_CHECKPOINTS": str(checkpoints_root), "FERCORE_RUNS": str(tmp_path)}
+    with streamlit_server(env, tmp_path / "streamlit.log") as url:
+        contexts = [browser.new_context(viewport={"width": 1400, "height": 900}) for _ in range(2)]
+        first, second = (context.new_page() for context in contexts)
+        try:
+            first.goto(url, wait_until="commit")
+            first.locator(MATRIX_POINT).first.wait_for(timeout=300_000)  # its script goes on to the table: pandas
+            second.goto(url, wait_until="commit")
+            for index, page in enumerate((first, second)):
+                page.locator(MATRIX_POINT).first.or_(page.locator(ERRORS).first).wait_for(timeout=120_000)
+                wait_idle(page, 120_000)
+                errors = page.locator(ERRORS)
+                assert errors.count() == 0, f"session {index}: {errors.first.inner_text()}"
+                assert page.get_by_text("Per class").count() == 1
+        finally:
+            for context in contexts:
+                context.close()
+    assert "partially initialized" not in (tmp_path / "streamlit.log").read_text(errors="replace")
