@@ -1,0 +1,307 @@
+"""The homework report (`fercore.report`, `python -m fercore report`): real trained checkpoints, real data files,
+the HTML parsed back and checked against the evaluation, and the page rendered in Chromium from a file:// URL.
+Screenshots go to tests/screenshots/ (git-ignored)."""
+
+from __future__ import annotations
+
+import base64
+import re
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fercore.checkpoints import load_model
+from fercore.data import load_dataset
+from fercore.labels import CLASS_NAMES, PRIVATE_TEST, PUBLIC_TEST
+from fercore.report import REPORT_FILE, SECTIONS, build_report, most_confused
+
+from fixtures import ROOT, learnable_faces
+
+SHIPPED_DATA = ROOT / "data" / "fer2013_test.npz"
+SHIPPED_FERNET = ROOT / "checkpoints" / "fernet"
+SHOTS = ROOT / "tests" / "screenshots"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Fixtures: a small checkpoint really trained, in a folder whose name needs escaping
+
+@pytest.fixture(scope="module")
+def classroom(tmp_path_factory):
+    """Faces with PublicTest / PrivateTest rows and a fernet trained one epoch on them, in a run folder named
+    with HTML's special characters (a report must escape every path it prints)."""
+    from fercore.training import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("report")
+    pixels, labels = learnable_faces(204, seed=1)
+    usage = np.array([PUBLIC_TEST] * 64 + [PRIVATE_TEST] * 140, dtype=np.uint8)
+    data_path = root / "faces.npz"
+    np.savez(data_path, pixels=pixels, emotion=labels, usage=usage)
+    torch.set_num_threads(1)
+    run = root / 'run <b>&"q"'
+    train(TrainConfig(model="fernet", epochs=1, batch_size=32, threads=1, data=str(data_path)), run,
+          dataset=load_dataset(data_path))
+    other = root / "other"
+    train(TrainConfig(model="fernet", epochs=1, batch_size=32, lr=3e-3, threads=1, data=str(data_path)), other,
+          dataset=load_dataset(data_path))
+    return {"root": root, "data": data_path, "run": run, "other": other}
+
+
+class Page(HTMLParser):
+    """What a test reads back from a report: h2 ids in order, every src/href, the confusion table's cells, text."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.headings, self.links, self.images, self.confusion, self.text = [], [], [], [], []
+        self._in_confusion = self._in_cell = False
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "h2":
+            self.headings.append(attrs.get("id"))
+        if tag == "img":
+            self.images.append(attrs.get("src", ""))
+        self.links += [attrs[name] for name in ("src", "href") if name in attrs]
+        if tag == "table" and attrs.get("class") == "confusion":
+            self._in_confusion = True
+        if self._in_confusion and tag == "tr":
+            self.confusion.append([])
+        self._in_cell = self._in_confusion and tag == "td"
+
+    def handle_endtag(self, tag):
+        if tag == "table":
+            self._in_confusion = False
+        if tag == "td":
+            self._in_cell = False
+
+    def handle_data(self, data):
+        self.text.append(data)
+        if self._in_cell:
+            self.confusion[-1].append(int(data.replace(",", "")))
+
+    @property
+    def counts(self) -> np.ndarray:
+        """The confusion table's 7x7 counts (its last column, the row totals, dropped)."""
+        return np.array([row[:7] for row in self.confusion if row])
+
+    @property
+    def plain(self) -> str:
+        return " ".join("".join(self.text).split())
+
+
+def check_self_contained(text: str, page: Page) -> None:
+    """Every image an inline PNG that decodes, every link an anchor in the page, no script, nothing external."""
+    assert page.images and all(src.startswith("data:image/png;base64,") for src in page.images)
+    for src in page.images:
+        payload = base64.b64decode(src.split(",", 1)[1], validate=True)
+        assert payload.startswith(PNG_SIGNATURE)
+        from PIL import Image
+        import io
+        assert min(Image.open(io.BytesIO(payload)).size) > 0
+    assert all(link.startswith(("data:image/png;base64,", "#")) for link in page.links), page.links
+    markup = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", text)  # base64 holds '/' and letters
+    assert "<script" not in markup.lower() and "//" not in markup and "http" not in markup.lower()
+
+
+def brute_force_confusion(loaded, dataset, split: int) -> np.ndarray:
+    rows = np.flatnonzero(dataset.split == split)
+    with torch.no_grad():
+        predicted = loaded.model(loaded.preprocess(dataset.pixels[rows])).argmax(1).numpy()
+    confusion = np.zeros((7, 7), dtype=np.int64)
+    np.add.at(confusion, (dataset.labels[rows], predicted), 1)
+    return confusion
+
+
+@pytest.fixture(scope="module")
+def tiny_report(classroom):
+    loaded, dataset = load_model(classroom["run"]), load_dataset(classroom["data"])
+    steps = []
+    text = build_report(loaded, dataset, image=3, compare=[load_model(classroom["other"])],
+                        on_progress=lambda done, total, what: steps.append((done, total, what)))
+    return {"text": text, "page": Page(text), "loaded": loaded, "dataset": dataset, "steps": steps}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The report on a small trained checkpoint
+
+def test_the_five_questions_come_in_order(tiny_report):
+    assert tiny_report["page"].headings == ["q1", "q2", "q3", "q4", "q5"] == list(SECTIONS)
+    text = tiny_report["text"]
+    assert [text.index(f'id="{key}"') for key in SECTIONS] == sorted(text.index(f'id="{key}"') for key in SECTIONS)
+
+
+def test_the_confusion_table_is_the_evaluation(tiny_report):
+    truth = brute_force_confusion(tiny_report["loaded"], tiny_report["dataset"], PRIVATE_TEST)
+    assert truth.sum() == 140
+    np.testing.assert_array_equal(tiny_report["page"].counts, truth)
+
+
+def test_the_most_confused_pair_is_named(tiny_report):
+    truth = brute_force_confusion(tiny_report["loaded"], tiny_report["dataset"], PRIVATE_TEST)
+    mistakes = truth.copy()
+    np.fill_diagonal(mistakes, -1)
+    true, pred = np.unravel_index(mistakes.argmax(), mistakes.shape)
+    expected = (f"{CLASS_NAMES[true]} is most often taken for {CLASS_NAMES[pred]}: {truth[true, pred]} of "
+                f"{truth[true].sum()} {CLASS_NAMES[true]} images")
+    assert expected in tiny_report["page"].plain
+
+
+def test_the_report_is_self_contained(tiny_report):
+    check_self_contained(tiny_report["text"], tiny_report["page"])
+    # original, heatmap, mask, overlay; filter images, kernels, layer outputs
+    assert len(tiny_report["page"].images) == 7
+
+
+def test_paths_from_files_are_escaped(tiny_report):
+    text = tiny_report["text"]
+    assert '<b>&"q"' not in text and "&lt;b&gt;&amp;&quot;q&quot;" in text
+
+
+def test_question2_compares_the_given_run(tiny_report):
+    plain = tiny_report["page"].plain
+    assert "Settings that differ between these runs: learning rate" in plain
+    assert "other" in plain and "Disgust recall" in plain
+
+
+def test_progress_reaches_the_end(tiny_report):
+    steps = tiny_report["steps"]
+    assert [done for done, _, _ in steps] == list(range(len(steps)))
+    assert steps[-1][0] == steps[-1][1] and steps[-1][2] == "done"
+
+
+def test_the_face_is_the_one_asked_for(tiny_report):
+    dataset = tiny_report["dataset"]
+    row = np.flatnonzero(dataset.split == PRIVATE_TEST)[3]
+    assert f"Face 3 of PrivateTest (id {dataset.ids[row]})" in tiny_report["page"].plain
+    assert f"true {CLASS_NAMES[dataset.labels[row]]}" in tiny_report["page"].plain
+
+
+def test_without_runs_to_compare_it_says_how(classroom):
+    text = build_report(load_model(classroom["run"]), load_dataset(classroom["data"]), split="PublicTest")
+    assert "--compare runs/q2/q2_1_raw" in Page(text).plain
+    assert Page(text).counts.sum() == 64
+
+
+def test_bad_requests_are_refused_before_any_work(classroom):
+    loaded, dataset = load_model(classroom["run"]), load_dataset(classroom["data"])
+    calls = []
+    with pytest.raises(ValueError, match=r"image 140 is not in split PrivateTest \(140 images: 0 to 139\)"):
+        build_report(loaded, dataset, image=140, on_progress=lambda *a: calls.append(a))
+    with pytest.raises(ValueError, match="no Training rows"):
+        build_report(loaded, dataset, split="Training", on_progress=lambda *a: calls.append(a))
+    unlabeled = dataset.subset(np.arange(10))
+    unlabeled.labels = None
+    with pytest.raises(ValueError, match="no labels"):
+        build_report(loaded, unlabeled)
+    assert calls == []
+
+
+def test_most_confused_takes_the_largest_mistake_and_the_first_on_a_tie():
+    confusion = np.diag([50] * 7)
+    confusion[2, 4] = confusion[4, 2] = 9
+    pair = most_confused(confusion)
+    assert (pair.true, pair.pred, pair.count, pair.support) == (2, 4, 9, 59)
+    assert pair.sentence() == "Fear is most often taken for Sad: 9 of 59 Fear images (15%)."
+    assert most_confused(np.diag([5] * 7)).count == 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The command line
+
+def fercore(*args):
+    return subprocess.run([sys.executable, "-m", "fercore", *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_the_cli_writes_report_html(classroom, tmp_path):
+    out = tmp_path / "out"
+    result = fercore("report", classroom["run"], "--data", classroom["data"], "--image", 1, "--out", out,
+                     "--compare", classroom["other"])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith(f"wrote {out / REPORT_FILE}")
+    page = Page((out / REPORT_FILE).read_text(encoding="utf-8"))
+    assert page.headings == list(SECTIONS) and "Face 1 of PrivateTest" in page.plain
+    assert [p.name for p in out.iterdir()] == [REPORT_FILE]  # no temporary file left
+
+
+@pytest.mark.parametrize("args, message", [
+    (["report", "no/such/run", "--out", "{tmp}"], "does not exist"),
+    (["report", "{run}", "--data", "{data}", "--image", "500", "--out", "{tmp}"], "image 500 is not in split"),
+    (["report", "{run}", "--data", "{data}", "--compare", "no/such/run", "--out", "{tmp}"], "no/such/run"),
+    (["report", "{run}", "--data", "{tmp}/missing.csv", "--out", "{tmp}"], "missing.csv"),
+])
+def test_cli_errors_are_one_line(classroom, tmp_path, args, message):
+    values = {"run": classroom["run"], "data": classroom["data"], "tmp": tmp_path}
+    result = fercore(*[arg.format(**values) for arg in args])
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.stderr
+    assert not (tmp_path / REPORT_FILE).exists()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The shipped checkpoint on the shipped data, read back and shown in Chromium
+
+@pytest.fixture(scope="module")
+def shipped_report(tmp_path_factory):
+    if not (SHIPPED_FERNET.is_dir() and SHIPPED_DATA.is_file()):
+        pytest.skip("the shipped checkpoints/fernet or data/fer2013_test.npz is absent")
+    torch.set_num_threads(1)
+    loaded, dataset = load_model(SHIPPED_FERNET), load_dataset(SHIPPED_DATA)
+    text = build_report(loaded, dataset)
+    path = tmp_path_factory.mktemp("shipped-report") / REPORT_FILE
+    path.write_text(text, encoding="utf-8")
+    return {"text": text, "page": Page(text), "path": path, "loaded": loaded, "dataset": dataset}
+
+
+def test_the_shipped_report_matches_its_evaluation(shipped_report):
+    from fercore.evaluation import evaluate_checkpoint
+
+    page = shipped_report["page"]
+    evaluation = evaluate_checkpoint(shipped_report["loaded"], shipped_report["dataset"], split="PrivateTest")
+    assert page.headings == list(SECTIONS)
+    np.testing.assert_array_equal(page.counts, evaluation.confusion)
+    assert most_confused(evaluation.confusion).sentence() in page.plain
+    assert f"accuracy {evaluation.accuracy:.1%}" in page.plain
+    check_self_contained(shipped_report["text"], page)
+
+
+def test_the_shipped_report_renders_in_chromium(shipped_report):
+    from browser_kit import CHROMIUM, CHROMIUM_ARGS
+    from test_browser import missing
+
+    if not CHROMIUM.exists():
+        missing("Chromium is not installed: `apt-get install chromium` (Debian), then run the tests again")
+    from playwright.sync_api import sync_playwright
+
+    requested = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.on("request", lambda request: requested.append(request.url))
+            page.goto(shipped_report["path"].as_uri())
+            page.wait_for_load_state("load")
+            for key, title in SECTIONS.items():
+                heading = page.locator(f"h2#{key}")
+                assert heading.is_visible() and heading.inner_text() == title
+            images = page.evaluate("""() => Array.from(document.images).map(
+                image => ({complete: image.complete, width: image.naturalWidth}))""")
+            assert len(images) == 7 and all(image["complete"] and image["width"] > 0 for image in images)
+            SHOTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SHOTS / "report_fernet.png"), full_page=True)
+        finally:
+            browser.close()
+    assert all(url.startswith(("file://", "data:")) for url in requested), requested
+
+
+def test_report_has_help():
+    out = fercore("report", "--help")
+    assert out.returncode == 0 and "--compare" in out.stdout and "--image" in out.stdout
