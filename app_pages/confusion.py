@@ -30,12 +30,11 @@ def quick_look(s, index: int) -> None:
     the cell; the Inspect page has every method, target and threshold."""
     with shown_errors("compute the saliency map"):
         result = analysis.image_analysis(s, index, "gradient", analysis.TargetSpec("predicted"), {})
-        threshold = st.session_state.get(keys.THRESHOLD, 0.5)
         st.markdown(result.summary(index, selection.split))
-        for column, (title, image) in zip(st.columns(4), figures.saliency_panels(result.pixels, result.saliency,
-                                                                                  threshold).items()):
+        for column, (title, image) in zip(st.columns(4), figures.saliency_panels(result.pixels,
+                                                                                  result.saliency).items()):
             column.image(render.upscale(image, 4), caption=title, width="stretch")
-        st.caption(f"Vanilla gradient of the predicted class; the mask keeps the pixels at or above {threshold:.2f}.")
+        st.caption(f"Vanilla gradient of the predicted class. {render.describe_mask()}")
     st.page_link(nav.INSPECT, label="Open in the Inspect page", icon=":material/center_focus_strong:")
 
 

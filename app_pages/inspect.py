@@ -11,11 +11,14 @@ guards.need_checkpoint(selection)
 data = guards.need_data(selection)
 
 from fercore import render  # noqa: E402 -- after the first paint
+from fercore.data import IMAGE_SIZE  # noqa: E402
 from fercore.labels import CLASS_NAMES  # noqa: E402
 
 METHODS = {"gradient": "Gradient", "smoothgrad": "SmoothGrad", "integrated_gradients": "Integrated Gradients",
            "gradcam": "Grad-CAM"}
 TARGETS = {"predicted": "Predicted class", "true": "True class", "class": "Any class", "contrast": "Contrast A − B"}
+SCALINGS = {"homework": "Homework", "percentile": "99th percentile", "minmax": "Min-max"}
+MASK_MODES = {"threshold": "Threshold", "top": "Top k%"}
 CLASSES = list(range(len(CLASS_NAMES)))
 
 
@@ -31,7 +34,7 @@ def pick_image(column) -> int:
     return int(picked)
 
 
-def method_controls(c1, c2, c3) -> tuple[str, analysis.TargetSpec, dict, float]:
+def method_controls(c1, c2) -> tuple[str, analysis.TargetSpec, dict]:
     method = c1.selectbox("Method", list(METHODS), format_func=METHODS.get, key=keys.METHOD,
                           persist_state="session")
     options: dict = {}
@@ -44,8 +47,12 @@ def method_controls(c1, c2, c3) -> tuple[str, analysis.TargetSpec, dict, float]:
                                            persist_state="session")
         options["steps"] = c1.slider("Steps", 8, 128, 32, 8, key="w_ig_steps", persist_state="session")
     elif method == "gradcam":
-        layers = analysis.layer_names(scope)
-        options["layer"] = c1.selectbox("Layer", layers, index=len(layers) - 1, key="w_gc_layer")
+        sizes, default = analysis.gradcam_layers(scope)
+        layers = list(sizes)
+        layer = options["layer"] = c1.selectbox("Layer", layers, index=layers.index(default), key="w_gc_layer")
+        height, width = sizes[layer]
+        c1.caption(f"{layer}'s map is {height}x{width}, upsampled to {IMAGE_SIZE}x{IMAGE_SIZE}."
+                   if (height, width) != (IMAGE_SIZE, IMAGE_SIZE) else f"{layer}'s map is the face's own size.")
     mode = c2.selectbox("Target", list(TARGETS), format_func=TARGETS.get, key=keys.TARGET_MODE,
                         persist_state="session")
     a = b = 0
@@ -55,9 +62,29 @@ def method_controls(c1, c2, c3) -> tuple[str, analysis.TargetSpec, dict, float]:
     if mode == "contrast":
         b = c2.selectbox("Class B", CLASSES, index=4, format_func=CLASS_NAMES.__getitem__, key=keys.CONTRAST_B,
                          persist_state="session")
-    threshold = c3.slider("Mask threshold", 0.0, 1.0, 0.5, 0.05, key=keys.THRESHOLD, persist_state="session",
-                          help="The mask keeps the pixels whose normalized saliency is at least this")
-    return method, analysis.TargetSpec(mode, int(a), int(b)), options, threshold
+    return method, analysis.TargetSpec(mode, int(a), int(b)), options
+
+
+def display_controls(column) -> tuple[dict, dict]:
+    """How the map is shown (fercore.render's scaling and smoothing) and which pixels the mask keeps; every
+    default is fercore.render's, so the first view is the library's."""
+    scaling = column.selectbox("Scaling", list(SCALINGS), index=list(SCALINGS).index(render.DEFAULT_SCALING),
+                               format_func=SCALINGS.get, key="w_inspect_scaling", persist_state="session",
+                               help="Homework: Keras' deprocess_image (0.5 is the face's mean saliency); 99th "
+                                    "percentile: PAIR saliency's; min-max: the map's own range")
+    smoothing = column.slider("Smoothing (px)", 0.0, 3.0, render.DEFAULT_SMOOTHING, 0.5, key="w_inspect_smoothing",
+                              persist_state="session", help="Gaussian blur of the map before scaling; 0: none")
+    mode = column.radio("Mask", list(MASK_MODES), format_func=MASK_MODES.get, horizontal=True,
+                        key="w_inspect_mask_mode", persist_state="session")
+    if mode == "top":
+        mask = {"keep_top": column.slider("Keep the top", 0.05, 1.0, render.DEFAULT_KEEP_TOP, 0.05,
+                                          format="percent", key="w_inspect_keep_top", persist_state="session",
+                                          help="The share of the face's pixels the mask keeps, most salient first")}
+    else:
+        mask = {"threshold": column.slider("Mask threshold", 0.0, 1.0, render.DEFAULT_THRESHOLD, 0.05,
+                                           key=keys.THRESHOLD, persist_state="session",
+                                           help="The mask keeps the pixels whose scaled saliency is at least this")}
+    return {"scaling": scaling, "smoothing": smoothing}, mask
 
 
 scope = None
@@ -68,14 +95,16 @@ if scope is None:
 
 c0, c1, c2, c3 = st.columns([0.8, 1.2, 1.5, 1.3])
 index = pick_image(c0)
-method, target, options, threshold = method_controls(c1, c2, c3)
+method, target, options = method_controls(c1, c2)
+display, mask = display_controls(c3)
 with shown_errors("compute the saliency map"):
     result = analysis.image_analysis(scope, index, method, target, options)
-    panels = figures.saliency_panels(result.pixels, result.saliency, threshold)
+    panels = figures.saliency_panels(result.pixels, result.saliency, **display, **mask)
     st.markdown(result.summary(index, selection.split))
     columns = st.columns(4)
     for column, (title, image) in zip(columns, panels.items()):
         column.image(render.upscale(image, 6), caption=title, width="stretch")
+    st.caption(render.describe_mask(scaling=display["scaling"], **mask))
     st.download_button("Download PNG", figures.panels_png(panels), file_name=f"saliency_{result.image_id}_"
                        f"{method}.png", mime="image/png", icon=":material/download:", key="w_inspect_download")
     left, right = st.columns(2)

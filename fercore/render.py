@@ -98,6 +98,68 @@ def normalize(saliency_map) -> np.ndarray:
     return (values - low) / (high - low)
 
 
+# How a raw saliency map becomes display levels in [0, 1], before any colormap or threshold.
+#   homework:   Keras' deprocess_image, which the course's heatmap and mask code used: standardise |map| over the
+#               image, x 0.1, + 0.5, clip. Level 0.5 is the image's mean saliency, so the mask's 0.5 threshold keeps
+#               the pixels more salient than average (about a third of a face).
+#   percentile: PAIR saliency's VisualizeImageGrayscale: |map| from its minimum to its 99th percentile, clipped,
+#               so a few extreme pixels do not wash the rest out.
+#   minmax:     the map's own minimum to its maximum; the 0.5 threshold then keeps only the peaks.
+# Before scaling, the map is smoothed with a Gaussian of `smoothing` pixels (0: not at all). A vanilla gradient is
+# speckle at pixel scale (and, for a stride-2 first conv, a checkerboard), so its raw mask is salt and pepper;
+# one pixel of blur turns the speckle into regions (eyes, mouth, cheeks) while keeping 48x48 detail.
+SCALINGS = ("homework", "percentile", "minmax")
+DEFAULT_SCALING = "homework"
+DEFAULT_SMOOTHING = 1.0
+DEFAULT_THRESHOLD = 0.5
+DEFAULT_KEEP_TOP = 0.3  # the top-k mask's share when one asks for it: a little under what the threshold keeps
+_HOMEWORK_EPSILON = 1e-5  # deprocess_image's guard against a zero standard deviation
+_HOMEWORK_SPREAD = 0.1    # one standard deviation of saliency is a tenth of the display range
+
+
+def _smoothed(values: np.ndarray, sigma: float) -> np.ndarray:
+    """A (H, W) map blurred by fercore.saliency's Gaussian (edges replicated); sigma 0 returns it unchanged."""
+    if sigma < 0:
+        raise ValueError(f"smoothing is a Gaussian sigma in pixels, >= 0, got {sigma}")
+    if sigma == 0:
+        return values
+    import torch
+
+    from fercore.saliency import gaussian_blur
+
+    return gaussian_blur(torch.from_numpy(values)[None, None], float(sigma))[0, 0].numpy()
+
+
+def _unclipped_levels(values: np.ndarray, scaling: str, smoothing: float) -> np.ndarray:
+    """The scaling before its final clip to [0, 1]: monotone in saliency, so it also ranks pixels (top-k mask)."""
+    if scaling not in SCALINGS:
+        raise ValueError(f"unknown scaling {scaling!r}: expected one of {', '.join(SCALINGS)}")
+    values = values.astype(np.float64)
+    if values.ndim != 2:
+        raise ValueError(f"expected one (H, W) saliency map, got shape {values.shape}")
+    if not values.max() > values.min():
+        return np.zeros_like(values)  # a constant map singles out no pixel, whatever the scaling
+    if scaling == "minmax":
+        return normalize(_smoothed(values, smoothing)).astype(np.float64)
+    magnitude = _smoothed(np.abs(values), smoothing)
+    if scaling == "homework":
+        standardised = (magnitude - magnitude.mean()) / (magnitude.std() + _HOMEWORK_EPSILON)
+        return standardised * _HOMEWORK_SPREAD + 0.5
+    low, high = float(magnitude.min()), float(np.percentile(magnitude, 99))
+    if not high > low:  # over 99% of the map at its minimum: scale to the maximum instead
+        high = float(magnitude.max())
+    if not high > low:  # a map of +-c: every magnitude the same
+        return np.zeros_like(magnitude)
+    return (magnitude - low) / (high - low)
+
+
+def saliency_levels(saliency_map, scaling: str = DEFAULT_SCALING, smoothing: float = DEFAULT_SMOOTHING) -> np.ndarray:
+    """A raw saliency map (H, W) as display levels in [0, 1], float32: smoothed by a Gaussian of `smoothing`
+    pixels, then scaled by one of SCALINGS (see above)."""
+    values = np.squeeze(_numpy(saliency_map))
+    return np.clip(_unclipped_levels(values, scaling, smoothing), 0.0, 1.0).astype(np.float32)
+
+
 def to_uint8(array, low: float | None = None, high: float | None = None) -> np.ndarray:
     """uint8 image from any array: uint8 passes through, bool becomes 0/255, anything else is scaled linearly so
     [low, high] (default: the array's own min and max) maps to [0, 255], clipped."""
@@ -136,29 +198,77 @@ def apply_colormap(values01, cmap: str = "jet") -> np.ndarray:
     return colormap(cmap)[levels]
 
 
-def heatmap(saliency_map, cmap: str = "jet") -> np.ndarray:
-    """The homework's heatmap: the colormap over the min-max normalized map, (H, W) -> (H, W, 3) uint8."""
-    return apply_colormap(normalize(np.squeeze(_numpy(saliency_map))), cmap)
+def heatmap(saliency_map, cmap: str = "jet", scaling: str = DEFAULT_SCALING,
+            smoothing: float = DEFAULT_SMOOTHING) -> np.ndarray:
+    """The homework's heatmap: the colormap over the map's display levels, (H, W) -> (H, W, 3) uint8."""
+    return apply_colormap(saliency_levels(saliency_map, scaling, smoothing), cmap)
 
 
-def saliency_mask(image, saliency_map, threshold: float = 0.5, fill: int | str = 0) -> np.ndarray:
-    """The homework's mask: the image kept only where the normalized saliency is >= threshold.
+def kept_pixels(saliency_map, threshold: float = DEFAULT_THRESHOLD, scaling: str = DEFAULT_SCALING,
+                keep_top: float | None = None, smoothing: float = DEFAULT_SMOOTHING) -> np.ndarray:
+    """Which pixels the mask keeps, (H, W) bool.
 
-    Elsewhere the pixel becomes `fill`: 0 (black, the default), any gray level, or "mean" (the image's mean,
-    as the original homework code did). Threshold 0 keeps every pixel; a threshold above 1 keeps none.
+    A pixel is kept where its display level (`saliency_levels` under `scaling`) is >= threshold: under the homework
+    scaling the default 0.5 keeps the pixels whose saliency is at least the face's mean. Threshold 0 keeps every
+    pixel, one above 1 none. With `keep_top` (a share of the pixels, e.g. 0.3) the threshold is ignored and the
+    round(keep_top * H * W) most salient pixels are kept instead (ties go to the earlier pixel, row by row).
+    """
+    values = np.squeeze(_numpy(saliency_map))
+    if keep_top is None:
+        return saliency_levels(values, scaling, smoothing) >= threshold
+    return _most_salient(_unclipped_levels(values, scaling, smoothing), keep_top)
+
+
+def saliency_mask(image, saliency_map, threshold: float = DEFAULT_THRESHOLD, fill: int | str = "mean",
+                  scaling: str = DEFAULT_SCALING, keep_top: float | None = None,
+                  smoothing: float = DEFAULT_SMOOTHING) -> np.ndarray:
+    """The homework's mask: the face where `kept_pixels` says it is salient, `fill` elsewhere, (H, W) uint8.
+
+    `fill`: "mean" (the face's mean grey, as the course's template did) or a grey level 0..255.
     """
     face = _gray(image)
-    keep = normalize(np.squeeze(_numpy(saliency_map))) >= threshold
+    keep = kept_pixels(saliency_map, threshold, scaling, keep_top, smoothing)
     if keep.shape != face.shape:
         raise ValueError(f"image {face.shape} and saliency map {keep.shape} differ in shape")
     level = int(round(float(face.mean()))) if fill == "mean" else int(fill)
     return np.where(keep, face, np.uint8(level)).astype(np.uint8)
 
 
-def overlay(image, saliency_map, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:
+def _most_salient(levels: np.ndarray, share: float) -> np.ndarray:
+    """A boolean mask of the round(share * size) highest levels."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"keep_top is a share of the pixels in [0, 1], got {share}")
+    order = np.argsort(-levels, axis=None, kind="stable")
+    keep = np.zeros(levels.size, dtype=bool)
+    keep[order[:int(round(share * levels.size))]] = True
+    return keep.reshape(levels.shape)
+
+
+def describe_mask(threshold: float = DEFAULT_THRESHOLD, fill: int | str = "mean", scaling: str = DEFAULT_SCALING,
+                  keep_top: float | None = None) -> str:
+    """One sentence saying which pixels `saliency_mask` with these settings keeps, for a caption."""
+    rest = "the face's mean grey" if fill == "mean" else f"grey level {int(fill)}"
+    if keep_top is not None:
+        return f"The mask keeps the {keep_top:.0%} most salient pixels of the face; the rest is {rest}."
+    if scaling not in SCALINGS:
+        raise ValueError(f"unknown scaling {scaling!r}: expected one of {', '.join(SCALINGS)}")
+    if scaling == "homework":
+        spread = (threshold - 0.5) / _HOMEWORK_SPREAD  # level t is the mean + (t - 0.5) / 0.1 standard deviations
+        if abs(spread) < 1e-9:
+            which = "above the face's mean"
+        else:
+            which = f"at least the face's mean {'+' if spread > 0 else '-'} {abs(spread):.1f} standard deviations"
+    else:
+        top = "99th percentile" if scaling == "percentile" else "maximum"
+        which = f"at least {threshold:.0%} of the way from its minimum to its {top}"
+    return f"The mask keeps the pixels whose saliency is {which}; the rest is {rest}."
+
+
+def overlay(image, saliency_map, alpha: float = 0.5, cmap: str = "jet", scaling: str = DEFAULT_SCALING,
+            smoothing: float = DEFAULT_SMOOTHING) -> np.ndarray:
     """The heatmap blended over the face: (1 - alpha) * face + alpha * heatmap, (H, W, 3) uint8."""
     face = _rgb(image).astype(np.float32)
-    heat = heatmap(saliency_map, cmap).astype(np.float32)
+    heat = heatmap(saliency_map, cmap, scaling, smoothing).astype(np.float32)
     if heat.shape != face.shape:
         raise ValueError(f"image {face.shape[:2]} and saliency map {heat.shape[:2]} differ in shape")
     return np.rint((1.0 - alpha) * face + alpha * heat).clip(0, 255).astype(np.uint8)

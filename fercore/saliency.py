@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fercore.frozen import analysis_mode
+from fercore.models import conv_layers, summary
 
 # Rows (images x samples or steps) per forward/backward pass: bounds memory (hw3 keeps ~3 MB of activations per
 # row for the backward pass) while staying large enough for oneDNN to run its convolutions efficiently.
@@ -300,34 +301,46 @@ def integrated_gradients(model: nn.Module, images, target: TargetLike = None, *,
     return _numpy(_to_map(delta * avg_grads, absolute))
 
 
-def layer_names(model: nn.Module) -> list[str]:
-    """Conv layers Grad-CAM can use, input to output (fercore.models.conv_layers' names when available)."""
-    try:
-        from fercore.models import conv_layers
-        return list(conv_layers(model))
-    except ImportError:
-        return [name for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
+# Grad-CAM's default layer is the deepest whose map is at least this many pixels a side: deeper layers are more
+# class-specific, but a 6x6 map (fernet's last) paints one blob over half the face, while 12x12 still puts the
+# eyes, the nose and the mouth in different cells.
+GRADCAM_MIN_MAP = 12
+
+
+def conv_map_sizes(model: nn.Module) -> dict[str, tuple[int, int]]:
+    """Each conv layer's output map (H, W) for one 48x48 face, input to output (fercore.models.summary's shapes)."""
+    with analysis_mode(model):  # summary hooks into the modules: not while another thread runs the model
+        shapes = {row.name: row.output_shape for row in summary(model).layers}
+    return {name: tuple(shapes[name][-2:]) for name in conv_layers(model)}
+
+
+def default_gradcam_layer(model: nn.Module, min_size: int = GRADCAM_MIN_MAP) -> str:
+    """The conv layer Grad-CAM uses unless told: the deepest whose map is at least min_size x min_size (hw3: conv4,
+    24x24; fernet: conv5, 12x12), or the one with the largest map when none is that large."""
+    sizes = conv_map_sizes(model)
+    if not sizes:
+        raise ValueError("model has no conv layer: name the layer for Grad-CAM")
+    fine = [name for name, (height, width) in sizes.items() if min(height, width) >= min_size]
+    return fine[-1] if fine else max(sizes, key=lambda name: sizes[name][0] * sizes[name][1])
 
 
 def _find_layer(model: nn.Module, layer: Union[str, nn.Module, None]) -> nn.Module:
     if isinstance(layer, nn.Module):
         return layer
-    modules = dict(model.named_modules())
     if layer is None:
-        convs = layer_names(model)
-        if not convs:
-            raise ValueError("model has no conv layer: name the layer for Grad-CAM")
-        return modules[convs[-1]]
+        layer = default_gradcam_layer(model)
+    modules = dict(model.named_modules())
     if layer not in modules or layer == "":
-        raise ValueError(f"no layer {layer!r}: conv layers are {', '.join(layer_names(model))}")
+        raise ValueError(f"no layer {layer!r}: conv layers are {', '.join(conv_layers(model))}")
     return modules[layer]
 
 
 def gradcam(model: nn.Module, images, target: TargetLike = None, *, layer: Union[str, nn.Module, None] = None,
             batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
-    """Grad-CAM (Selvaraju et al. 2017) at `layer` (a module name such as "conv4"; default the last conv layer):
-    ReLU(sum_k alpha_k A_k) with alpha_k the spatial mean of d score / d A_k, upsampled bilinearly to the
-    input size. Equals Captum's LayerGradCam(relu_attributions=True) + LayerAttribution.interpolate(bilinear)."""
+    """Grad-CAM (Selvaraju et al. 2017) at `layer` (a module name such as "conv4"; default
+    `default_gradcam_layer`): ReLU(sum_k alpha_k A_k) with alpha_k the spatial mean of d score / d A_k, upsampled
+    bilinearly to the input size. Equals Captum's LayerGradCam(relu_attributions=True) +
+    LayerAttribution.interpolate(bilinear)."""
     x = _as_batch(model, images)
     module = _find_layer(model, layer)
     activations = []
@@ -350,7 +363,7 @@ def gradcam(model: nn.Module, images, target: TargetLike = None, *, layer: Union
                     raise ValueError(f"layer ran {len(activations)} times in one forward pass; Grad-CAM needs once")
                 if activations[0].ndim != 4:
                     raise ValueError(f"layer outputs shape {tuple(activations[0].shape)}; Grad-CAM needs feature "
-                                     f"maps (N, C, H, W): use a conv layer ({', '.join(layer_names(model))})")
+                                     f"maps (N, C, H, W): use a conv layer ({', '.join(conv_layers(model))})")
                 weights = _slice_weights(target, logits, start, len(x))
                 grads = torch.autograd.grad((logits * weights).sum(), activations[0])[0]
                 alpha = grads.mean((2, 3), keepdim=True)

@@ -166,12 +166,54 @@ def test_inspect_page_draws_heatmap_mask_and_bars_for_every_method(env, method):
 
 
 def test_inspect_targets_and_threshold(env):
+    from fercore import render
+
     at = open_app(nav.INSPECT, **on_data(env, **{keys.IMAGE: 2}))
     for mode in ("true", "class", "contrast"):
         at.selectbox(key=keys.TARGET_MODE).set_value(mode).run()
         assert not at.exception, mode
     at.slider(key=keys.THRESHOLD).set_value(0.9).run()
     assert not at.exception
+    assert render.describe_mask(0.9) in texts(at)  # "... at least the face's mean + 4.0 standard deviations ..."
+
+
+def test_inspect_display_defaults_are_fercores(env):
+    """The first view is fercore.render's defaults (scaling, smoothing, threshold mask), and says what the mask keeps;
+    every scaling and the top-k mask render."""
+    from fercore import render
+
+    at = open_app(nav.INSPECT, **on_data(env, **{keys.IMAGE: 3}))
+    assert at.selectbox(key="w_inspect_scaling").value == render.DEFAULT_SCALING
+    assert at.slider(key="w_inspect_smoothing").value == render.DEFAULT_SMOOTHING
+    assert at.radio(key="w_inspect_mask_mode").value == "threshold"
+    assert at.slider(key=keys.THRESHOLD).value == render.DEFAULT_THRESHOLD
+    assert "keeps the pixels whose saliency is above the face's mean" in texts(at)
+    for scaling in render.SCALINGS:
+        at.selectbox(key="w_inspect_scaling").set_value(scaling).run()
+        assert not at.exception, scaling
+        assert render.describe_mask(scaling=scaling) in texts(at)
+    at.radio(key="w_inspect_mask_mode").set_value("top").run()
+    assert at.slider(key="w_inspect_keep_top").value == render.DEFAULT_KEEP_TOP
+    at.slider(key="w_inspect_keep_top").set_value(0.5).run()
+    assert not at.exception and "keeps the 50% most salient pixels" in texts(at)
+    at.slider(key="w_inspect_smoothing").set_value(0.0).run()
+    assert not at.exception
+
+
+def test_inspect_gradcam_layer_defaults_to_fercores_choice_and_names_its_resolution(env):
+    from fercore.checkpoints import load_model
+    from fercore.models import conv_layers
+    from fercore.saliency import conv_map_sizes, default_gradcam_layer
+
+    model = load_model(env["checkpoint"]).model
+    at = open_app(nav.INSPECT, **on_data(env, **{keys.IMAGE: 1, keys.METHOD: "gradcam"}))
+    layer = at.selectbox(key="w_gc_layer")
+    assert layer.options == list(conv_layers(model))
+    assert layer.value == default_gradcam_layer(model) == "conv5"  # fernet: the last 12x12 map
+    assert "conv5's map is 12x12, upsampled to 48x48." in texts(at)
+    layer.set_value("conv7").run()
+    assert not at.exception and conv_map_sizes(model)["conv7"] == (6, 6)
+    assert "conv7's map is 6x6, upsampled to 48x48." in texts(at)
 
 
 def test_inspect_map_is_fercores_saliency(env):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fercore import render
+from fercore import render, saliency
 from fercore.labels import CLASS_COLORS, CLASS_NAMES, FERPLUS_COLUMNS
 
 
@@ -57,34 +57,144 @@ def test_to_uint8_scales_floats_and_keeps_uint8(face):
     np.testing.assert_array_equal(render.to_uint8(torch.tensor([0.0, 1.0], requires_grad=True)), [0, 255])
 
 
-def test_heatmap_is_the_colormap_over_the_min_max_normalized_map(saliency_map):
+def keras_deprocess(saliency_map) -> np.ndarray:
+    """The scaling in the course's template, as Keras' deprocess_image writes it (|gradient| first)."""
+    x = np.abs(saliency_map).astype(np.float64)
+    x = (x - x.mean()) / (x.std() + 1e-5) * 0.1 + 0.5
+    return np.clip(x, 0, 1)
+
+
+def blurred(saliency_map, sigma: float) -> np.ndarray:
+    return saliency.gaussian_blur(torch.as_tensor(saliency_map, dtype=torch.float64)[None, None], sigma)[0, 0].numpy()
+
+
+def test_homework_scaling_is_kerass_deprocess_image():
+    # |map| is 25 zeros and one 26: mean 1, std sqrt((25 * 1 + 25 ** 2) / 26) = 5, so the spike stands 5 std above
+    # the mean (level 0.5 + 0.5 = 1) and the zeros 0.2 std below it (level 0.48); the sign does not matter
+    spike = np.zeros((2, 13))
+    spike[1, 4] = -26.0
+    levels = render.saliency_levels(spike, "homework", smoothing=0)
+    expected = np.full((2, 13), 0.5 - 0.1 * 1 / (5 + 1e-5))
+    expected[1, 4] = 0.5 + 0.1 * 25 / (5 + 1e-5)
+    np.testing.assert_allclose(levels, expected, rtol=1e-6)
+    assert levels.dtype == np.float32
+    # one 1 among 99 zeros stands sqrt(99) ~ 9.9 std above the mean: beyond 5 std, clipped to 1
+    lone = np.zeros((10, 10))
+    lone[3, 3] = 1.0
+    levels = render.saliency_levels(lone, smoothing=0)
+    assert levels[3, 3] == 1.0
+    np.testing.assert_allclose(np.delete(levels, 33), 0.5 - 0.1 * 0.01 / (np.sqrt(0.0099) + 1e-5), rtol=1e-6)
+
+
+def test_default_levels_are_deprocess_of_the_lightly_smoothed_magnitude(saliency_map):
+    assert render.DEFAULT_SCALING == "homework" and render.DEFAULT_SMOOTHING == 1.0
+    np.testing.assert_allclose(render.saliency_levels(saliency_map), keras_deprocess(blurred(np.abs(saliency_map), 1.0)),
+                               atol=1e-6)
+    np.testing.assert_allclose(render.saliency_levels(saliency_map, smoothing=0), keras_deprocess(saliency_map),
+                               atol=1e-6)
+    np.testing.assert_allclose(render.saliency_levels(saliency_map, smoothing=2.5),
+                               keras_deprocess(blurred(np.abs(saliency_map), 2.5)), atol=1e-6)
+
+
+def test_percentile_and_minmax_scalings(saliency_map):
+    magnitude = np.abs(saliency_map)
+    low, high = magnitude.min(), np.percentile(magnitude, 99)  # PAIR saliency's VisualizeImageGrayscale
+    np.testing.assert_allclose(render.saliency_levels(saliency_map, "percentile", smoothing=0),
+                               np.clip((magnitude - low) / (high - low), 0, 1), atol=1e-6)
+    assert np.isclose((render.saliency_levels(saliency_map, "percentile", smoothing=0) == 1).mean(), 0.01, atol=1e-3)
+    minmax = render.saliency_levels(saliency_map, "minmax", smoothing=0)
+    np.testing.assert_allclose(minmax, (saliency_map - saliency_map.min()) / np.ptp(saliency_map), atol=1e-6)
+    assert minmax.min() == 0 and minmax.max() == 1
+    for scaling in render.SCALINGS:  # a constant map (e.g. an all-zero Grad-CAM) singles out nothing
+        assert not render.saliency_levels(np.full((48, 48), 3.0), scaling).any()
+        assert not render.kept_pixels(np.zeros((48, 48)), scaling=scaling).any()
+    with pytest.raises(ValueError, match="homework, percentile, minmax"):
+        render.saliency_levels(saliency_map, "zscore")
+    with pytest.raises(ValueError, match="smoothing"):
+        render.saliency_levels(saliency_map, smoothing=-1)
+
+
+def test_heatmap_is_the_colormap_over_the_display_levels(saliency_map):
     heat = render.heatmap(saliency_map)
     assert heat.shape == (48, 48, 3) and heat.dtype == np.uint8
     jet = render.colormap("jet")
-    low, high = np.unravel_index(saliency_map.argmin(), (48, 48)), np.unravel_index(saliency_map.argmax(), (48, 48))
-    assert tuple(heat[low]) == tuple(jet[0]) and tuple(heat[high]) == tuple(jet[255])
+    levels = np.rint(keras_deprocess(blurred(np.abs(saliency_map), 1.0)) * 255).astype(int)
+    assert np.abs(heat.astype(int) - jet[levels].astype(int)).max() <= 3  # rounding at level boundaries
+    # today's pictures are one argument away: min-max, no smoothing, exactly
+    minmax = render.heatmap(saliency_map, scaling="minmax", smoothing=0)
     levels = np.rint((saliency_map - saliency_map.min()) / np.ptp(saliency_map) * 255).astype(int)
-    np.testing.assert_array_equal(heat, jet[levels])
-    # scale and shift do not change a min-max normalized heatmap
-    np.testing.assert_array_equal(render.heatmap(7 * saliency_map + 2), heat)
+    np.testing.assert_array_equal(minmax, jet[levels])
+    # scale does not change any scaling's heatmap
+    for scaling in render.SCALINGS:
+        np.testing.assert_array_equal(render.heatmap(7 * saliency_map, scaling=scaling, smoothing=0),
+                                      render.heatmap(saliency_map, scaling=scaling, smoothing=0))
     assert render.heatmap(saliency_map, "viridis").shape == (48, 48, 3)
 
 
-def test_mask_keeps_exactly_the_pixels_at_or_above_the_threshold(face, saliency_map):
+def test_default_mask_keeps_the_pixels_above_the_mean_saliency_and_fills_with_the_mean_grey(face, saliency_map):
+    magnitude = np.abs(saliency_map)
+    keep = render.kept_pixels(saliency_map, smoothing=0)
+    np.testing.assert_array_equal(keep, magnitude > magnitude.mean())
+    smooth = blurred(magnitude, render.DEFAULT_SMOOTHING)
+    default_keep = render.kept_pixels(saliency_map)
+    np.testing.assert_array_equal(default_keep, smooth > smooth.mean())
+    assert 0.1 < default_keep.mean() < 0.9
+    masked = render.saliency_mask(face, saliency_map)
+    np.testing.assert_array_equal(masked[default_keep], face[default_keep])
+    assert np.all(masked[~default_keep] == round(face.mean()))  # the course template's fill
+    assert masked.dtype == np.uint8 and masked.shape == (48, 48)
+    black = render.saliency_mask(face, saliency_map, fill=0)
+    assert not black[~default_keep].any()
+    np.testing.assert_array_equal(black[default_keep], face[default_keep])
+    assert "above the face's mean" in render.describe_mask()
+
+
+def test_threshold_mask_keeps_exactly_the_pixels_at_or_above_the_threshold(face, saliency_map):
     np.testing.assert_array_equal(render.saliency_mask(face, saliency_map, 0.0), face)
-    assert not render.saliency_mask(face, saliency_map, 1.01).any()
-    normalized = (saliency_map - saliency_map.min()) / (saliency_map.max() - saliency_map.min())
-    for threshold in (0.2, 0.5, 0.8):
-        masked = render.saliency_mask(face, saliency_map, threshold)
-        keep = normalized >= threshold
-        assert 0 < keep.sum() < keep.size
-        np.testing.assert_array_equal(masked[keep], face[keep])
-        assert not masked[~keep].any()
-        assert masked.dtype == np.uint8 and masked.shape == (48, 48)
-    mean_fill = render.saliency_mask(face, saliency_map, 0.5, fill="mean")
-    assert np.all(mean_fill[normalized < 0.5] == round(face.mean()))  # the original homework's fill
+    assert not render.kept_pixels(saliency_map, 1.01).any()
+    for scaling in render.SCALINGS:
+        levels = render.saliency_levels(saliency_map, scaling)
+        for threshold in (0.2, 0.5, 0.8):
+            masked = render.saliency_mask(face, saliency_map, threshold, fill=0, scaling=scaling)
+            keep = levels >= threshold
+            assert keep.any() and (threshold < 0.5 or not keep.all()), (scaling, threshold)
+            np.testing.assert_array_equal(masked[keep], face[keep])
+            assert not masked[~keep].any()
     with pytest.raises(ValueError, match="shape"):
         render.saliency_mask(face, saliency_map[:40], 0.5)
+
+
+@pytest.mark.parametrize("share", [0.05, 0.3, 0.5, 0.77, 1.0])
+def test_top_k_mask_keeps_that_share_of_the_most_salient_pixels(face, saliency_map, share):
+    for scaling in render.SCALINGS:
+        keep = render.kept_pixels(saliency_map, scaling=scaling, keep_top=share)
+        assert abs(keep.sum() - share * keep.size) <= 1, scaling
+        levels = render.saliency_levels(saliency_map, scaling)
+        if share < 1:
+            assert levels[keep].min() >= levels[~keep].max()  # none left out is more salient than one kept
+    masked = render.saliency_mask(face, saliency_map, keep_top=share, threshold=0.99)  # the threshold is ignored
+    keep = render.kept_pixels(saliency_map, keep_top=share)
+    np.testing.assert_array_equal(masked[keep], face[keep])
+    assert np.all(masked[~keep] == round(face.mean()))
+    # ties (a constant map, a saturated peak) are still cut at exactly the share
+    assert render.kept_pixels(np.zeros((48, 48)), keep_top=share).sum() == round(share * 48 * 48)
+    assert f"keeps the {share:.0%} most salient pixels" in render.describe_mask(keep_top=share)
+    with pytest.raises(ValueError, match="keep_top"):
+        render.kept_pixels(saliency_map, keep_top=1.5)
+
+
+def test_saliency_panels_are_the_library_defaults(face, saliency_map):
+    from ui.figures import saliency_panels
+
+    panels = saliency_panels(face, saliency_map)
+    assert list(panels) == ["Original", "Heatmap", "Mask", "Overlay"]
+    np.testing.assert_array_equal(panels["Heatmap"], render.heatmap(saliency_map))
+    np.testing.assert_array_equal(panels["Mask"], render.saliency_mask(face, saliency_map))
+    np.testing.assert_array_equal(panels["Overlay"], render.overlay(face, saliency_map))
+    chosen = saliency_panels(face, saliency_map, scaling="minmax", smoothing=0, keep_top=0.2)
+    np.testing.assert_array_equal(chosen["Heatmap"], render.heatmap(saliency_map, scaling="minmax", smoothing=0))
+    np.testing.assert_array_equal(chosen["Mask"], render.saliency_mask(face, saliency_map, scaling="minmax",
+                                                                       smoothing=0, keep_top=0.2))
 
 
 def test_overlay_blends_face_and_heatmap(face, saliency_map):

@@ -2,6 +2,7 @@
 class, and the homework's hw3 trained briefly on the same task. Captum (test-only dependency) is the reference."""
 
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -262,10 +263,31 @@ def test_gradcam_matches_captum_layer_gradcam(trained):
     assert_close(saliency.gradcam(model, images, layer=layer), reference[:, 0])
 
 
-def test_gradcam_defaults_to_the_last_conv_layer(hw3_model, region_data):
+def test_default_gradcam_layer_is_the_deepest_with_a_map_of_at_least_12x12():
+    hw3, fernet = build_model("hw3"), build_model("fernet")
+    assert saliency.conv_map_sizes(hw3) == {"conv1": (48, 48), "conv2": (48, 48), "conv3": (24, 24),
+                                            "conv4": (24, 24)}
+    assert saliency.default_gradcam_layer(hw3) == "conv4"  # its last conv layer
+    sizes = saliency.conv_map_sizes(fernet)
+    assert list(sizes) == [f"conv{k}" for k in range(1, 8)]
+    assert sizes["conv5"] == (12, 12) and sizes["conv6"] == (6, 6)
+    assert saliency.default_gradcam_layer(fernet) == "conv5"  # not conv7, whose 6x6 map is one blob per face half
+    assert saliency.default_gradcam_layer(fernet, min_size=24) == "conv3"
+    assert saliency.default_gradcam_layer(fernet, min_size=49) == "conv1"  # none that fine: the largest map
+    assert fernet.training  # measuring the maps left the model as it was
+    with pytest.raises(ValueError, match="no conv layer"):
+        saliency.default_gradcam_layer(nn.Sequential(nn.Flatten(), nn.Linear(48 * 48, 7)))
+
+
+def test_gradcam_defaults_to_the_default_layer(hw3_model, region_data):
     images = region_data[0][:2]
     np.testing.assert_array_equal(saliency.gradcam(hw3_model, images),
                                   saliency.gradcam(hw3_model, images, layer="conv4"))
+    torch.manual_seed(0)
+    fernet = build_model("fernet").eval()
+    default = saliency.gradcam(fernet, images)
+    np.testing.assert_array_equal(default, saliency.gradcam(fernet, images, layer="conv5"))
+    assert not np.array_equal(default, saliency.gradcam(fernet, images, layer="conv7"))
     with pytest.raises(ValueError, match="conv1"):
         saliency.gradcam(hw3_model, images, layer="nope")
 
@@ -462,3 +484,30 @@ def test_spearman_matches_the_definition():
     np.testing.assert_allclose(saliency.spearman(b[:1], -b[:1]), [-1.0])
     assert saliency.spearman(np.zeros((1, 9)), b[:1, :9])[0] == 0
     np.testing.assert_array_equal(saliency.rankdata(np.array([3.0, 1.0, 3.0, 2.0])), [3.5, 1, 3.5, 2])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The Inspect page's first view on the shipped checkpoints and data
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("name", ["hw3", "fernet"])
+def test_default_mask_keeps_a_fifth_to_three_fifths_of_a_real_face(name):
+    """The homework's question 4 asks for a mask that keeps the eyes, the mouth and the cheeks: at fercore.render's
+    defaults it keeps 20-60% of at least 95% of 200 PrivateTest faces (the min-max scaling kept about 1%)."""
+    from fercore import render
+    from fercore.checkpoints import load_model
+    from fercore.data import DEFAULT_DATA_PATH, load_dataset
+    from fercore.labels import PRIVATE_TEST
+
+    checkpoint = ROOT / "checkpoints" / name
+    if not (checkpoint / "last.pt").exists() or not DEFAULT_DATA_PATH.exists():
+        pytest.skip(f"needs the shipped checkpoint {checkpoint} and data {DEFAULT_DATA_PATH}")
+    loaded = load_model(checkpoint)
+    faces = load_dataset().select_split(PRIVATE_TEST).pixels[:200]
+    _, maps = saliency.explain(loaded.model, loaded.preprocess(faces))  # the page's first view: the gradient
+    shares = np.array([render.kept_pixels(m).mean() for m in maps])
+    assert ((shares >= 0.2) & (shares <= 0.6)).mean() >= 0.95, np.percentile(shares, [5, 50, 95])
+    minmax = np.array([render.kept_pixels(m, scaling="minmax", smoothing=0).mean() for m in maps])
+    assert np.median(minmax) < 0.05  # only the peaks: why the default changed

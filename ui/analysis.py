@@ -101,8 +101,7 @@ def _method_options(loaded, method: str, options: tuple) -> dict:
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def _image_analysis(key: tuple, _s: Scope, index: int, method: str, target: TargetSpec, options: tuple):
-    import torch
-    from fercore.saliency import compute_saliency
+    from fercore.saliency import explain
 
     loaded, data = _loaded(_s), _images(_s)
     if not 0 <= index < len(data):
@@ -111,17 +110,29 @@ def _image_analysis(key: tuple, _s: Scope, index: int, method: str, target: Targ
     x = loaded.preprocess(data.pixels[index:index + 1])
     use_app_threads(batch=method in ("smoothgrad", "integrated_gradients"))  # tens of noisy copies or path points
     with loaders.model_lock(loaded):
-        with torch.inference_mode():
-            probabilities = torch.softmax(loaded.model(x), dim=1)[0].numpy()
-        saliency = compute_saliency(method, loaded.model, x, target.build(label),
-                                    **_method_options(loaded, method, options))[0]
+        probabilities, saliency = explain(loaded.model, x, method, target.build(label),
+                                          **_method_options(loaded, method, options))
     votes = None if data.ferplus_votes is None else data.ferplus_votes[index]
-    return ImageAnalysis(data.pixels[index], saliency, probabilities, label, votes, str(data.ids[index]))
+    return ImageAnalysis(data.pixels[index], saliency[0], probabilities[0], label, votes, str(data.ids[index]))
 
 
 def image_analysis(s: Scope, index: int, method: str, target: TargetSpec, options: dict) -> ImageAnalysis:
     """One image's saliency map (fercore.saliency), class probabilities and FER+ votes."""
     return _image_analysis((*s.key, s.checkpoint), s, int(index), method, target, tuple(sorted(options.items())))
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _gradcam_layers(key: tuple, _s: Scope) -> tuple[dict, str]:
+    from fercore.saliency import conv_map_sizes, default_gradcam_layer
+
+    loaded = _loaded(_s)
+    with loaders.model_lock(loaded):
+        return conv_map_sizes(loaded.model), default_gradcam_layer(loaded.model)
+
+
+def gradcam_layers(s: Scope) -> tuple[dict[str, tuple[int, int]], str]:
+    """The model's conv layers with their map sizes (H, W), input to output, and Grad-CAM's default among them."""
+    return _gradcam_layers(s.key, s)
 
 
 # ------------------------------------------------------------------------------------------------- filters
@@ -308,9 +319,6 @@ def split_accuracies(checkpoint: str, data: sources.DataChoice, tta: bool = Fals
 def _report_html(key: tuple, _s: Scope, image_index: int) -> str:
     from fercore.report import build_report
 
-    def split_evaluation(split: str | None):  # the Confusion page's cached result: each split evaluated once
-        return evaluation(Scope(_s.checkpoint, _s.model_key, _s.data, split or "all"))
-
     loaded = _loaded(_s)
     # A private copy: the report hooks into the model for seconds (saliency, gradient ascent, layer outputs), and
     # other sessions' clicks on the shared model must not wait for it or see its hooks.
@@ -319,7 +327,7 @@ def _report_html(key: tuple, _s: Scope, image_index: int) -> str:
     use_app_threads()
     with computing(f"report on {_s.split}, face {image_index}"):
         return build_report(loaded, loaders.dataset(_s.data), split=None if _s.split == "all" else _s.split,
-                            image=image_index, evaluate=split_evaluation)
+                            image=image_index)
 
 
 def report_html(s: Scope, image_index: int) -> str:

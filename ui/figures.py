@@ -7,12 +7,17 @@ import numpy as np
 MARK = np.array([220, 30, 30], dtype=np.uint8)  # dead filters and activating regions
 
 
-def saliency_panels(pixels: np.ndarray, saliency: np.ndarray, threshold: float) -> dict[str, np.ndarray]:
-    """The homework's four pictures of one face: original, heatmap, mask, overlay (uint8, 48x48)."""
+def saliency_panels(pixels: np.ndarray, saliency: np.ndarray, **display) -> dict[str, np.ndarray]:
+    """The homework's four pictures of one face: original, heatmap, mask, overlay (uint8, 48x48).
+
+    `display`: fercore.render's scaling and smoothing (for all three saliency pictures) and the mask's threshold,
+    keep_top and fill; whatever is not given is fercore.render's default, so the page's first view is the library's."""
     from fercore import render
 
-    return {"Original": pixels, "Heatmap": render.heatmap(saliency),
-            "Mask": render.saliency_mask(pixels, saliency, threshold), "Overlay": render.overlay(pixels, saliency)}
+    shading = {name: display.pop(name) for name in ("scaling", "smoothing") if name in display}
+    return {"Original": pixels, "Heatmap": render.heatmap(saliency, **shading),
+            "Mask": render.saliency_mask(pixels, saliency, **shading, **display),
+            "Overlay": render.overlay(pixels, saliency, **shading)}
 
 
 def _rgb(image: np.ndarray) -> np.ndarray:
