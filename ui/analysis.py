@@ -319,6 +319,9 @@ def split_accuracies(checkpoint: str, data: sources.DataChoice, tta: bool = Fals
 def _report_html(key: tuple, _s: Scope, image_index: int) -> str:
     from fercore.report import build_report
 
+    def split_evaluation(split: str | None):  # the Confusion page's cached result: each split evaluated once
+        return evaluation(Scope(_s.checkpoint, _s.model_key, _s.data, split or "all"))
+
     loaded = _loaded(_s)
     # A private copy: the report hooks into the model for seconds (saliency, gradient ascent, layer outputs), and
     # other sessions' clicks on the shared model must not wait for it or see its hooks.
@@ -327,7 +330,7 @@ def _report_html(key: tuple, _s: Scope, image_index: int) -> str:
     use_app_threads()
     with computing(f"report on {_s.split}, face {image_index}"):
         return build_report(loaded, loaders.dataset(_s.data), split=None if _s.split == "all" else _s.split,
-                            image=image_index)
+                            image=image_index, evaluate=split_evaluation)
 
 
 def report_html(s: Scope, image_index: int) -> str:
