@@ -38,7 +38,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fercore import filters  # noqa: E402
-from fercore.models import build_model  # noqa: E402
+from fercore.models import build_model, conv_layers  # noqa: E402
 
 MATMUL_N = 2048
 HEAVY_GFLOP = 100  # layers whose ascent is compute-bound enough to be held to 50% of the matmul rate
@@ -115,7 +115,7 @@ def main() -> None:
     print("-" * len(header))
     for name in args.models.split(","):
         model = build_model(name).eval()
-        layers = filters.conv_layers(model)
+        layers = conv_layers(model)
         chosen = args.layers.split(",") if args.layers else list(layers)
         for index, layer in enumerate(layers):
             if layer not in chosen:

@@ -510,3 +510,45 @@ def recall_bars(recalls: dict, title: str | None = None) -> go.Figure:
                          title="recall"), margin=dict(l=50, r=20, t=50 if title else 20, b=40),
                          legend=dict(orientation="h", y=-0.15))
     return figure
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Conv kernels
+
+# ColorBrewer's RdBu halves, from white (0) out to the strongest weight: blue negative, red positive.
+_NEGATIVE_POINTS = [(255, 255, 255), (209, 229, 240), (146, 197, 222), (67, 147, 195), (33, 102, 172), (5, 48, 97)]
+_POSITIVE_POINTS = [(255, 255, 255), (253, 219, 199), (244, 165, 130), (214, 96, 77), (178, 24, 43), (103, 0, 31)]
+_HALF_LEVELS = 128
+KERNEL_PAD_GREY = 150  # between kernels: neither white (a zero weight) nor a colour
+
+
+def _half_lut(points) -> np.ndarray:
+    channels = np.asarray(points, dtype=np.float64).T
+    positions = np.linspace(0.0, 1.0, len(points))
+    levels = np.linspace(0.0, 1.0, _HALF_LEVELS + 1)
+    return np.rint(np.stack([np.interp(levels, positions, c) for c in channels], axis=1)).astype(np.uint8)
+
+
+def diverging(values, limit: float) -> np.ndarray:
+    """(..., 3) uint8 on one symmetric scale: -limit dark blue, 0 white (exactly), +limit dark red, clipped."""
+    values = np.asarray(_numpy(values), dtype=np.float64)
+    if not limit > 0:
+        raise ValueError(f"the colour scale's limit must be > 0, got {limit}")
+    levels = np.rint(np.clip(np.abs(values) / limit, 0.0, 1.0) * _HALF_LEVELS).astype(np.int64)
+    return np.where((values < 0)[..., None], _half_lut(_NEGATIVE_POINTS)[levels], _half_lut(_POSITIVE_POINTS)[levels])
+
+
+def kernel_grid(kernels, limit: float | None = None, ncols: int = 8, pixel: int = 12, pad: int = 4) -> np.ndarray:
+    """First-layer conv kernels (F, kh, kw) as one uint8 RGB picture, filter 0 top left, row by row.
+
+    All kernels share ONE symmetric diverging scale (limit None: the largest |weight| of them all), so colours
+    compare across filters: blue negative, white 0, red positive. Each weight is a `pixel` x `pixel` block (a 3x3
+    kernel reads from the back of a room), tiles are `pad` pixels apart on grey.
+    """
+    weights = np.asarray(_numpy(kernels), dtype=np.float64)
+    if weights.ndim != 3 or len(weights) == 0:
+        raise ValueError(f"kernel_grid expects kernels of shape (F, kh, kw), got {weights.shape}")
+    limit = float(np.abs(weights).max()) if limit is None else float(limit)
+    tiles = diverging(weights, limit if limit > 0 else 1.0)  # all zero: everything white
+    blocks = np.stack([upscale(tile, pixel) for tile in tiles])  # enlarge the weights, not the gaps between them
+    return grid(blocks, ncols=ncols, pad=pad, normalize_each=False, pad_value=KERNEL_PAD_GREY)

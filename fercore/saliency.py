@@ -24,7 +24,6 @@ Sanity checks: `cascading_randomization` (Adebayo et al. 2018) and `deletion_cur
 """
 
 import copy
-import math
 from dataclasses import dataclass
 from typing import Callable, Sequence, Union
 
@@ -33,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fercore.filters.transforms import gaussian_blur as _blur
 from fercore.frozen import analysis_mode
 from fercore.models import conv_layers, summary
 
@@ -178,15 +178,9 @@ def _numpy(maps: torch.Tensor) -> np.ndarray:
 # Reference images (IG baselines, deletion / insertion canvases)
 
 def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of (N, C, H, W) images, edges replicated (no dark border)."""
-    radius = max(1, math.ceil(3 * sigma))
-    offsets = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
-    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    channels = images.shape[1]
-    x = F.pad(images, (radius, radius, radius, radius), mode="replicate")
-    x = F.conv2d(x, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
-    return F.conv2d(x, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
+    """Separable Gaussian blur of (N, C, H, W) images, edges replicated (no dark border, any sigma): the filters'
+    blur with replicate padding."""
+    return _blur(images, sigma, padding="replicate")
 
 
 def reference_image(images: torch.Tensor, spec, blur_sigma: float = 4.0) -> torch.Tensor:

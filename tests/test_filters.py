@@ -1,15 +1,20 @@
 """fercore.filters on real models: a small CNN trained here for a few seconds, and the registry's hw3 and fernet."""
 
 import copy
+import dataclasses
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from fercore import filters
-from fercore.models import build_model
+from fercore import filters, render
+from fercore.checkpoints import load_model
+from fercore.frozen import analysis_mode
+from fercore.filters import objectives, params, transforms
+from fercore.models import build_model, conv_layers
 from tests.fixtures import learnable_faces
 
 torch.set_num_threads(1)
@@ -110,7 +115,7 @@ def test_stages_follow_the_data_flow(hw3, fernet):
 def test_truncated_forward_equals_the_full_models_activation_and_stops_there(name, hw3, fernet):
     model = {"hw3": hw3, "fernet": fernet}[name]
     x = torch.rand(1, 1, 48, 48)
-    layers = ["conv2", "conv3"] if name == "hw3" else list(filters.conv_layers(model))  # without and with BN
+    layers = ["conv2", "conv3"] if name == "hw3" else list(conv_layers(model))  # without and with BN
     points = [(layer, stage, filters.find_layer(model, layer).module_at(stage))
               for layer in layers for stage in filters.STAGES]
     seen = {}
@@ -183,6 +188,11 @@ def test_one_filter_responses_equal_the_whole_layers(name, layer, hw3, fernet):
 
 # ---------------------------------------------------------------------------------------------- gradient ascent
 
+# The plain recipe: every pixel free inside the range, each filter's mean response before its ReLU.
+MEAN_RESPONSE = dict(objective="channel", param="pixel", stage="pre_relu", lr=0.05, l2_decay=0.0, blur_every=0,
+                     jitter=0, scales=())
+
+
 def mean_responses(model, images: np.ndarray, layer: str) -> np.ndarray:
     """(images, channels): every filter's mean response on every image, from the layer computed whole."""
     outputs = filters.layer_outputs(model, torch.from_numpy(images)[:, None], layer, stage="pre_relu")
@@ -191,7 +201,7 @@ def mean_responses(model, images: np.ndarray, layer: str) -> np.ndarray:
 
 @pytest.mark.parametrize("layer", ["conv2", "conv3"])
 def test_gradient_ascent_raises_each_filters_response_far_above_the_noise_start(trained, faces, layer):
-    result = filters.visualize_filters(trained, layer, steps=60, seed=0)
+    result = filters.visualize_filters(trained, layer, steps=60, seed=0, **MEAN_RESPONSE)
     count = filters.find_layer(trained, layer).conv.out_channels
     assert result.images.shape == (count, 48, 48) and result.images.dtype == np.float32
     assert result.images.min() >= 0 and result.images.max() <= 1
@@ -218,7 +228,8 @@ def test_gradient_ascent_raises_each_filters_response_far_above_the_noise_start(
 def test_gradient_ascent_through_the_activation_and_with_every_regulariser(trained):
     start = torch.full((1, 48, 48), 0.5)
     result = filters.visualize_filters(trained, "conv3", [0, 5, 9], steps=30, stage="activation", start=start,
-                                       l2_decay=0.01, blur_every=4, blur_sigma=0.7, jitter=2, tv_weight=0.05,
+                                       objective="channel", param="pixel", l2_decay=0.01, blur_every=4,
+                                       blur_sigma=0.7, jitter=2, scales=(0.9, 1.1), tv_weight=0.05,
                                        value_range=(-0.5, 1.5))
     assert result.stage == "activation" and list(result.filters) == [0, 5, 9]
     assert result.images.min() >= -0.5 and result.images.max() <= 1.5
@@ -228,12 +239,15 @@ def test_gradient_ascent_through_the_activation_and_with_every_regulariser(train
                                rtol=1e-3, atol=1e-4)
 
 
-def test_the_whole_layer_batch_equals_optimising_one_filter_alone(trained):
-    options = dict(steps=40, seed=7, jitter=1, blur_every=5, l2_decay=0.005, tv_weight=0.02)
+@pytest.mark.parametrize("param", list(filters.PARAMETERISATIONS))
+def test_the_whole_layer_batch_equals_optimising_one_filter_alone(trained, param):
+    options = dict(steps=40, seed=7, jitter=1, scales=(0.95, 1.05), blur_every=5, l2_decay=0.005, tv_weight=0.02,
+                   param=param)
     whole = filters.visualize_filters(trained, "conv2", **options)
     for f in (4, 11):
         alone = filters.visualize_filters(trained, "conv2", [f], **options)
-        np.testing.assert_allclose(alone.images[0], whole.images[f], atol=1e-5)
+        # A batched FFT rounds differently from a single one: 40 steps of that stay within 1e-4.
+        np.testing.assert_allclose(alone.images[0], whole.images[f], atol=1e-4 if param == "spectral" else 1e-5)
         np.testing.assert_allclose(alone.activations[0], whole.activations[f], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(alone.start_activations[0], whole.start_activations[f], rtol=1e-5, atol=1e-6)
 
@@ -243,8 +257,8 @@ def test_a_filter_that_can_never_fire_is_flagged_dead(trained):
     with torch.no_grad():
         model.conv2.weight[3] = 0
         model.conv2.bias[3] = -1.0
-    broken = filters.visualize_filters(model, "conv2", steps=20)
-    original = filters.visualize_filters(trained, "conv2", steps=20)
+    broken = filters.visualize_filters(model, "conv2", steps=20, **MEAN_RESPONSE)
+    original = filters.visualize_filters(trained, "conv2", steps=20, **MEAN_RESPONSE)
     assert broken.dead[3] and not original.dead[3]
     assert broken.activations[3] == pytest.approx(-1.0)
     np.testing.assert_array_equal(np.delete(broken.dead, 3), np.delete(original.dead, 3))
@@ -280,6 +294,153 @@ def test_registry_models_hw3_first_layer_and_a_deep_fernet_layer(hw3, fernet):
     deep = filters.visualize_filters(fernet, "conv6", [0, 100, 255], steps=10)
     assert deep.images.shape == (3, 48, 48)
     assert (deep.activations > deep.start_activations).all()
+
+
+# ------------------------------------------------------------------------- objectives, parameterisations, transforms
+
+@pytest.mark.parametrize("layer,stage", [("conv1", "pre_relu"), ("conv3", "pre_relu"), ("conv3", "activation")])
+def test_the_neuron_objectives_gradient_reaches_only_the_centre_units_receptive_field(hw3, layer, stage):
+    site = filters.find_layer(hw3, layer)
+    chosen = torch.tensor([2, 9])
+    x = (0.5 + 0.2 * torch.randn(2, 1, 48, 48)).requires_grad_(True)
+    with analysis_mode(hw3):
+        conv_input = filters.to_conv_input(hw3, site)
+        score = objectives.neuron(site, conv_input, chosen, stage, filters.IMAGE_SHAPE)
+        value = score(x, slice(None))
+        grad, = torch.autograd.grad(value.sum(), x)
+        whole = filters.truncated_forward(hw3, x.detach(), layer, stage)
+    row, col = filters.centre(site)
+    np.testing.assert_allclose(value.detach(), whole[torch.arange(2), chosen, row, col], rtol=1e-4, atol=1e-5)
+    top, left, bottom, right = filters.receptive_field(hw3, layer).region(row, col)
+    inside = torch.zeros(48, 48, dtype=torch.bool)
+    inside[top:bottom, left:right] = True
+    reached = grad[:, 0].abs() > 0
+    assert not (reached & ~inside).any(), "gradient outside the unit's receptive field"
+    assert reached[0].any() and reached[1].any()
+    channel = objectives.channel(site, filters.to_conv_input(hw3, site), chosen, stage, filters.IMAGE_SHAPE)
+    x.grad = None
+    channel(x, slice(None)).sum().backward()
+    assert (x.grad[:, 0].abs() > 0)[:, ~inside].any()  # the mean response, for contrast, reaches outside it
+
+
+def test_the_sigmoid_parameterisation_stays_strictly_inside_the_range_where_pixels_hit_the_bounds(hw3):
+    pushed = dict(objective="channel", stage="pre_relu", lr=1.0, steps=60, l2_decay=0.0, blur_every=0, jitter=0,
+                  scales=())
+    clipped = filters.visualize_filters(hw3, "conv1", range(16), param="pixel", **pushed)
+    squashed = filters.visualize_filters(hw3, "conv1", range(16), param="sigmoid", **pushed)
+    assert ((clipped.images == 0) | (clipped.images == 1)).mean() > 0.5  # the linear optimum is on the bounds
+    assert squashed.images.min() > 0 and squashed.images.max() < 1
+    assert (squashed.activations > squashed.start_activations).all()
+    extreme = torch.tensor([-3.0, 7.0]).view(2, 1, 1, 1).expand(2, 1, 8, 8)
+    for param in ("sigmoid", "spectral"):
+        image = params.from_images(param, extreme, (-1.0, 5.0))
+        image.tensor.data.mul_(1000)  # far beyond any step: the projection brings it back inside
+        image.project_()
+        values = image.images()
+        assert values.min() > -1 and values.max() < 5, param
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 48, 48), (2, 1, 45, 47)])
+def test_the_spectral_parameterisation_gives_back_the_images_it_was_made_from(shape):
+    start = 0.2 + 0.6 * torch.rand(*shape)
+    image = params.SpectralImage(start, (0.0, 1.0))
+    assert image.tensor.shape == (*shape[:2], shape[2], shape[3] // 2 + 1, 2)
+    np.testing.assert_allclose(image.images().detach(), start, atol=1e-5)
+    # 1/frequency scaling: the same step on every coefficient is mostly low frequencies in the image.
+    image.tensor.data.add_(0.01)
+    change = (image.images() - start).detach()[0, 0]
+    power = torch.fft.fft2(change).abs()
+    assert power[0, 0] > 5 * power[shape[2] // 2, shape[3] // 2]
+
+
+def test_transforms_compose_and_draw_once_for_the_whole_batch():
+    images = torch.rand(4, 1, 48, 48)
+    shift, zoom = transforms.jitter(3), transforms.random_scale((0.8, 1.25))
+    both = transforms.compose(shift, zoom)
+    generator = lambda: torch.Generator().manual_seed(5)
+    g = generator()
+    np.testing.assert_array_equal(both(images, generator()), zoom(shift(images, g), g))
+    assert torch.equal(transforms.compose()(images, generator()), images)
+    for transform in (shift, zoom, both, transforms.blur(0.8)):
+        batch = transform(images, generator())
+        assert batch.shape == images.shape
+        for i in range(len(images)):  # one draw for the batch: an image alone gets the same
+            np.testing.assert_allclose(transform(images[i:i + 1], generator())[0], batch[i], atol=1e-6)
+    dy, dx = torch.randint(-3, 4, (2,), generator=generator()).tolist()
+    assert torch.equal(shift(images, generator()), torch.roll(images, (dy, dx), (2, 3)))
+    assert torch.equal(transforms.random_scale((1.0,))(images, generator()), images)
+    centre = torch.zeros(1, 1, 48, 48)
+    centre[..., 20:28, 20:28] = 1
+    enlarged = transforms.random_scale((1.5,))(centre, generator())
+    assert enlarged.sum() > 1.8 * centre.sum()  # zoomed in about the centre
+
+
+def test_one_gaussian_blur_for_saliency_and_filters():
+    from fercore.saliency import gaussian_blur as saliency_blur
+
+    images = torch.rand(2, 1, 20, 20)
+    np.testing.assert_allclose(saliency_blur(images, 1.5), transforms.gaussian_blur(images, 1.5, "replicate"),
+                               atol=1e-6)
+    assert not torch.allclose(transforms.gaussian_blur(images, 1.5), saliency_blur(images, 1.5))  # the borders
+    flat = torch.full((1, 1, 10, 10), 0.3)
+    for padding in ("reflect", "replicate"):
+        np.testing.assert_allclose(transforms.gaussian_blur(flat, 1.0, padding), flat, atol=1e-6)
+    assert saliency_blur(torch.rand(1, 1, 6, 6), 4.0).shape == (1, 1, 6, 6)  # a radius beyond the image
+
+
+def test_defaults_follow_the_receptive_field(hw3, fernet):
+    small, large = dataclasses.asdict(filters.SMALL_FIELD), dataclasses.asdict(filters.LARGE_FIELD)
+    assert filters.default_settings(hw3, "conv1") == small and filters.default_settings(fernet, "conv2") == small
+    assert filters.default_settings(hw3, "conv3") == large and filters.default_settings(fernet, "conv7") == large
+    given = filters.visualize_filters(hw3, "conv1", [0, 1], **small)
+    default = filters.visualize_filters(hw3, "conv1", [0, 1])
+    np.testing.assert_array_equal(given.images, default.images)
+
+
+SHIPPED = {name: Path(__file__).resolve().parent.parent / "checkpoints" / name for name in ("hw3", "fernet")}
+
+
+@pytest.mark.parametrize("name", list(SHIPPED))
+def test_a_shipped_first_layer_at_the_defaults_shows_patterns_not_bounds_or_flat_squares(name):
+    if not (SHIPPED[name] / "last.pt").exists():
+        pytest.skip(f"the shipped checkpoint {SHIPPED[name]} is not here")
+    loaded = load_model(SHIPPED[name])
+    lo, hi = (float(v) for v in loaded.preprocess(np.array([[[0]], [[255]]], np.uint8)).flatten())
+    first = next(iter(conv_layers(loaded.model)))
+    result = filters.visualize_filters(loaded.model, first, value_range=(lo, hi))
+    margin = 0.01 * (hi - lo)
+    at_bounds = ((result.images <= lo + margin) | (result.images >= hi - margin)).mean()
+    spread = result.images.reshape(len(result.images), -1).std(axis=1)
+    assert at_bounds < 0.2
+    assert (spread >= 0.02 * (hi - lo)).all(), f"flat images: {np.flatnonzero(spread < 0.02 * (hi - lo))}"
+    assert (result.activations[~result.dead] > result.start_activations[~result.dead]).all()
+
+
+# ---------------------------------------------------------------------------------------------------- kernels
+
+def test_layer_kernels_are_a_first_layers_weights_and_a_deep_layer_is_refused(hw3, fernet):
+    np.testing.assert_array_equal(filters.layer_kernels(hw3, "conv1"), hw3.conv1.weight.detach()[:, 0].numpy())
+    assert filters.layer_kernels(fernet, 0).shape == (32, 3, 3)
+    with pytest.raises(ValueError, match="'conv2'.*first conv layer, 'conv1'"):
+        filters.layer_kernels(hw3, "conv2")
+
+
+def test_kernel_grid_shares_one_symmetric_scale_with_white_at_zero():
+    kernels = np.zeros((3, 3, 3), np.float32)
+    kernels[1, 0, 0], kernels[1, 2, 2] = 2.0, -2.0
+    kernels[2, 1, 1] = 1.0
+    picture = render.kernel_grid(kernels, ncols=3, pixel=10, pad=4)
+    assert picture.dtype == np.uint8 and picture.shape == (4 + 34, 4 + 3 * 34, 3)
+    at = lambda tile, row, col: picture[4 + 10 * row + 5, 4 + 34 * tile + 10 * col + 5]
+    assert (at(0, 1, 1) == 255).all() and (at(1, 1, 1) == 255).all()  # 0 is white, in every tile
+    red, blue, half = at(1, 0, 0), at(1, 2, 2), at(2, 1, 1)
+    assert red[0] > red[2] and blue[2] > blue[0]  # red positive, blue negative
+    assert abs(int(red[0]) - int(blue[2])) < 20  # +-2 equally strong
+    assert half[0] > half[2] and int(half[1]) > int(red[1])  # 1 is half as strong as 2: paler, on the shared scale
+    alone = render.kernel_grid(kernels[2:], limit=2.0, pixel=10, pad=4)
+    np.testing.assert_array_equal(alone[4 + 15, 4 + 15], half)  # the same weight, the same colour, given the same limit
+    blank = render.kernel_grid(np.zeros((2, 3, 3)), pixel=10, pad=4)
+    assert (blank[4:34, 4:34] == 255).all()  # nothing to show: white, not a colour
 
 
 # ------------------------------------------------------------------------------- receptive fields and top images
