@@ -137,12 +137,6 @@ def gradcam_layers(s: Scope) -> tuple[dict[str, tuple[int, int]], str]:
 
 # ------------------------------------------------------------------------------------------------- filters
 
-def layer_names(s: Scope) -> list[str]:
-    from fercore.models import conv_layers
-
-    return list(conv_layers(_loaded(s).model))
-
-
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _input_range(key: tuple, _s: Scope) -> tuple[float, float]:
     """The model's input value range, from the preprocessed extremes of real faces (valid for every
@@ -151,6 +145,38 @@ def _input_range(key: tuple, _s: Scope) -> tuple[float, float]:
     pixels = np.concatenate([data.pixels[:256], np.zeros((1, 48, 48), np.uint8), np.full((1, 48, 48), 255, np.uint8)])
     x = loaded.preprocess(pixels)
     return float(x.min()), float(x.max())
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _ascent_defaults(key: tuple, _s: Scope, layer: str) -> dict:
+    from fercore.filters import default_settings
+
+    loaded = _loaded(_s)
+    with loaders.model_lock(loaded):
+        return default_settings(loaded.model, layer)
+
+
+def ascent_defaults(s: Scope, layer: str) -> dict:
+    """fercore.filters.default_settings: what visualize_filters does for this layer when told nothing."""
+    return _ascent_defaults(s.model_key, s, layer)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _layer_kernels(key: tuple, _s: Scope, layer: str) -> np.ndarray | None:
+    from fercore.filters import find_layer, layer_kernels
+
+    loaded = _loaded(_s)
+    with loaders.model_lock(loaded):
+        site = find_layer(loaded.model, layer)
+        if not site.reads_image or site.conv.in_channels != 1:
+            return None
+        return layer_kernels(loaded.model, layer)
+
+
+def layer_kernels(s: Scope, layer: str) -> np.ndarray | None:
+    """fercore.filters.layer_kernels for a layer that reads the image, None for a deeper one (its kernels weigh
+    feature maps, not pixels)."""
+    return _layer_kernels(s.model_key, s, layer)
 
 
 def filter_key(s: Scope, layer: str, filters: tuple | None, params: dict) -> tuple:
