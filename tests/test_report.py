@@ -212,6 +212,28 @@ def test_most_confused_takes_the_largest_mistake_and_the_first_on_a_tie():
     assert most_confused(np.diag([5] * 7)).count == 0
 
 
+def test_the_apps_report_is_fercores_on_the_sidebars_choice(classroom, monkeypatch):
+    """ui.analysis.report_html (the Model page's download): the same page as build_report for that checkpoint,
+    data, split and face, built once per server, with each split's evaluation from the Confusion page's cache."""
+    from fercore import evaluation
+    from ui import analysis
+    from ui.sidebar import Selection
+    from ui.sources import DataChoice
+
+    passes = []
+    forward = evaluation.predict_probabilities
+    monkeypatch.setattr(evaluation, "predict_probabilities", lambda *a, **k: passes.append(1) or forward(*a, **k))
+    scope = analysis.scope(Selection(str(classroom["run"]), DataChoice(str(classroom["data"]), "faces"),
+                                     "PrivateTest"))
+    text = analysis.report_html(scope, 5)
+    page, loaded, dataset = Page(text), load_model(classroom["run"]), load_dataset(classroom["data"])
+    assert page.headings == list(SECTIONS) and "Face 5 of PrivateTest" in page.plain
+    np.testing.assert_array_equal(page.counts, brute_force_confusion(loaded, dataset, PRIVATE_TEST))
+    assert len(passes) == 2  # PublicTest and PrivateTest, once each
+    assert analysis.report_html(scope, 5) is text
+    assert analysis.evaluation(scope).confusion.sum() == 140 and len(passes) == 2  # the Confusion page's, shared
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The command line
 
