@@ -23,6 +23,52 @@ if scope is None:
 layers = conv_layers(guards.need_model(selection).model)
 
 
+OBJECTIVES = {"channel": "Mean response (whole map)", "neuron": "Centre unit"}
+PARAMETERISATIONS = {"pixel": "Pixels (clipped to the range)", "sigmoid": "Squashed (always inside the range)",
+                     "spectral": "Spectral (1/frequency, smooth)"}
+STAGES = {"pre_relu": "Before the ReLU", "activation": "After the ReLU", "conv": "Conv output (before BN)"}
+
+
+def ascent_settings(layer: str) -> dict:
+    """The gradient-ascent settings, starting at fercore's defaults for this layer (chosen by its receptive field);
+    each layer keeps its own."""
+    default = analysis.ascent_defaults(scope, layer)
+
+    def key(name: str) -> str:
+        return f"w_fa_{name}@{layer}"
+
+    def choice(column, label: str, name: str, options: dict, help: str):
+        return column.selectbox(label, list(options), index=list(options).index(default[name]),
+                                format_func=options.get, key=key(name), persist_state="session", help=help)
+
+    with st.expander("Gradient ascent settings", icon=":material/tune:"):
+        st.caption("The defaults depend on how much of the face the layer's units see: small fields (first layers) "
+                   "maximise the mean response after the ReLU in squashed pixels, which gives the grating each "
+                   "filter is tuned to; larger fields the response before the ReLU, with jitter and a light blur.")
+        r0, r1, r2, r3, r4 = st.columns(5)
+        return {
+            "objective": choice(r0, "Objective", "objective", OBJECTIVES,
+                                "What each image maximises: its filter's mean response over the whole output "
+                                "map, or the response of the unit at its centre"),
+            "stage": choice(r0, "Response", "stage", STAGES, "Where the filter's response is read"),
+            "param": choice(r1, "Image", "param", PARAMETERISATIONS, "What gradient ascent changes"),
+            "steps": r1.slider("Steps", 10, 300, default["steps"], 10, key=key("steps"), persist_state="session"),
+            "lr": r2.slider("Step size", 0.01, 0.2, default["lr"], 0.01, key=key("lr"), persist_state="session"),
+            "l2_decay": r2.slider("L2 decay", 0.0, 0.1, default["l2_decay"], 0.005, format="%.3f",
+                                  key=key("l2_decay"), persist_state="session",
+                                  help="Pull towards mid-grey after every step"),
+            "tv_weight": r3.slider("Total variation", 0.0, 2.0, default["tv_weight"], 0.1, key=key("tv_weight"),
+                                   persist_state="session"),
+            "blur_every": r3.slider("Blur every (steps, 0 = off)", 0, 20, default["blur_every"], 1,
+                                    key=key("blur_every"), persist_state="session"),
+            "blur_sigma": r4.slider("Blur sigma (px)", 0.2, 2.0, default["blur_sigma"], 0.1, key=key("blur_sigma"),
+                                    persist_state="session"),
+            "jitter": r4.slider("Jitter (px)", 0, 4, default["jitter"], 1, key=key("jitter"),
+                                persist_state="session"),
+            "seed": int(r4.number_input("Seed", 0, 2**31 - 1, 0, key=key("seed"), persist_state="session")),
+        }
+
+
 def controls() -> tuple[str, str, int, dict]:
     c1, c2, c3 = st.columns([1.2, 1, 1])
     layer = c1.selectbox("Layer", list(layers), key=keys.LAYER, persist_state="session",
@@ -35,22 +81,22 @@ def controls() -> tuple[str, str, int, dict]:
         st.session_state[keys.FILTER_INDEX] = 0
     filter_index = c3.number_input(f"Filter (0 – {count - 1})", 0, count - 1, key=keys.FILTER_INDEX,
                                    persist_state="session", help="For one-filter mode and the top images")
-    with st.expander("Gradient ascent settings", icon=":material/tune:"):
-        r1, r2, r3, r4 = st.columns(4)
-        params = {
-            "steps": r1.slider("Steps", 10, 300, 100, 10, key="w_fa_steps", persist_state="session"),
-            "lr": r1.slider("Step size", 0.01, 0.2, 0.05, 0.01, key="w_fa_lr", persist_state="session"),
-            "l2_decay": r2.slider("L2 decay", 0.0, 0.1, 0.0, 0.005, format="%.3f", key="w_fa_l2",
-                                  persist_state="session"),
-            "tv_weight": r2.slider("Total variation", 0.0, 2.0, 0.0, 0.1, key="w_fa_tv", persist_state="session"),
-            "blur_every": r3.slider("Blur every (steps, 0 = off)", 0, 20, 4, 1, key="w_fa_blur_every",
-                                    persist_state="session"),
-            "blur_sigma": r3.slider("Blur sigma (px)", 0.2, 2.0, 0.5, 0.1, key="w_fa_blur_sigma",
-                                    persist_state="session"),
-            "jitter": r4.slider("Jitter (px)", 0, 4, 1, 1, key="w_fa_jitter", persist_state="session"),
-            "seed": int(r4.number_input("Seed", 0, 2**31 - 1, 0, key="w_fa_seed", persist_state="session")),
-        }
-    return layer, mode, int(filter_index), params
+    return layer, mode, int(filter_index), ascent_settings(layer)
+
+
+def kernels_column(column, layer: str, filters: tuple | None) -> None:
+    """The first layer's kernels (the weights themselves) beside its ascent images."""
+    kernels = analysis.layer_kernels(scope, layer)
+    if kernels is None:
+        return
+    shown = kernels if filters is None else kernels[list(filters)]
+    picture = render.kernel_grid(shown, limit=float(abs(kernels).max()), pixel=10 if filters is None else 40)
+    column.image(picture, caption=f"{'Kernels' if filters is None else 'Kernel'} of {layer}, the same order")
+    column.caption(f"Each filter's {kernels.shape[1]}x{kernels.shape[2]} weights, all on one colour scale: "
+                   f"**blue** negative, **white** 0, **red** positive (±{abs(kernels).max():.2f}). The filter "
+                   "responds most where the face is bright under red and dark under blue.")
+    column.download_button("Kernels (PNG)", render.png_bytes(picture), file_name=f"{layer}_kernels.png",
+                           mime="image/png", icon=":material/download:", key="w_fa_download_kernels")
 
 
 def ascent_section(layer: str, mode: str, filter_index: int, params: dict) -> None:
@@ -62,6 +108,7 @@ def ascent_section(layer: str, mode: str, filter_index: int, params: dict) -> No
         if not st.button(f"Render {what}", type="primary", icon=":material/play_arrow:", key="w_fa_render"):
             st.caption("Gradient ascent from seeded noise: the image that makes each filter respond most. "
                        "Deep layers take a while on a CPU; once rendered, every session sees the result at once.")
+            kernels_column(st, layer, filters)
             return
         bar = st.progress(0.0, text=f"Rendering {what}…")
         last = [-1.0]
@@ -73,13 +120,18 @@ def ascent_section(layer: str, mode: str, filter_index: int, params: dict) -> No
 
         result = analysis.visualize_filters(scope, layer, filters, params, on_progress)
         bar.empty()
-    if filters is None:
-        st.image(figures.filter_grid(result.images, result.dead), caption=f"{what}, filter 0 top left, row by row")
-    else:
-        st.image(render.upscale(render.to_uint8(result.images[0]), 6), caption=what)
+    left, right = st.columns([3, 2]) if analysis.layer_kernels(scope, layer) is not None else (st, None)
+    picture = figures.filter_grid(result.images, result.dead) if filters is None else \
+        render.upscale(render.to_uint8(result.images[0]), 6)
+    left.image(picture, caption=f"{what}, filter 0 top left, row by row" if filters is None else what)
+    left.download_button("Gradient-ascent images (PNG)", render.png_bytes(picture), file_name=f"{layer}_ascent.png",
+                         mime="image/png", icon=":material/download:", key="w_fa_download_ascent")
+    if right is not None:
+        kernels_column(right, layer, filters)
     dead = [int(f) for f, d in zip(result.filters, result.dead) if d]
-    st.caption(f"Mean response reached: {result.activations.min():.2f} – {result.activations.max():.2f} "
-               f"(from {result.start_activations.mean():.2f} at the noise start). "
+    reached = "Centre unit's response" if result.objective == "neuron" else "Mean response"
+    st.caption(f"{reached} reached ({STAGES[result.stage].lower()}): {result.activations.min():.2f} – "
+               f"{result.activations.max():.2f} (from {result.start_activations.mean():.2f} at the noise start). "
                + (f"**Dead** (framed red, never respond): {', '.join(map(str, dead))}." if dead else
                   "No dead filters."))
 
@@ -91,8 +143,11 @@ def outputs_section(layer: str) -> None:
     outputs = analysis.layer_outputs(scope, layer, index)
     left, right = st.columns([1, 4])
     left.image(render.upscale(data.pixels[index], 3), caption="input")
-    right.image(render.upscale(render.grid(outputs, ncols=16), 2),
-                caption=f"{len(outputs)} channels, {outputs.shape[1]}x{outputs.shape[2]}, each scaled on its own")
+    picture = render.upscale(render.grid(outputs, ncols=16), 2)
+    right.image(picture, caption=f"{len(outputs)} channels, {outputs.shape[1]}x{outputs.shape[2]}, each scaled on "
+                                 "its own")
+    right.download_button("Layer outputs (PNG)", render.png_bytes(picture), file_name=f"{layer}_outputs_{index}.png",
+                          mime="image/png", icon=":material/download:", key="w_fa_download_outputs")
 
 
 def top_section(layer: str, filter_index: int) -> None:

@@ -236,14 +236,26 @@ def test_inspect_map_is_fercores_saliency(env):
 # ------------------------------------------------------------------------------------------------------- filters
 
 def test_filters_page_renders_a_layer_grid_once_for_every_session(env):
-    state = on_data(env, **{keys.IMAGE: 1, "w_fa_steps": 10})
+    from fercore.checkpoints import load_model
+    from fercore.filters import default_settings
+
+    state = on_data(env, **{keys.IMAGE: 1, "w_fa_steps@conv1": 10})
     at = open_app(nav.FILTERS, **state)
     assert "Outputs of conv1 for image 1" in texts(at)
     assert len(at.columns) > 0 and not at.exception
+    # The page starts at fercore's defaults for the layer (only the steps were set here).
+    defaults = default_settings(load_model(env["checkpoint"]).model, "conv1")
+    assert at.selectbox(key="w_fa_objective@conv1").value == defaults["objective"]
+    assert at.selectbox(key="w_fa_param@conv1").value == defaults["param"]
+    assert at.slider(key="w_fa_l2_decay@conv1").value == defaults["l2_decay"]
+    assert any("Kernels of conv1" in c for image in at.image for c in image.captions)  # before any render
+    assert "blue** negative, **white** 0, **red** positive" in texts(at)
     at.button(key="w_fa_render").click().run()
     assert not at.exception
     assert any("all 32 filters of conv1" in c for image in at.image for c in image.captions)
     assert "dead" in texts(at).lower()
+    downloads = {d.proto.label for d in at.get("download_button")}
+    assert {"Gradient-ascent images (PNG)", "Kernels (PNG)", "Layer outputs (PNG)"} <= downloads
 
     other = open_app(nav.FILTERS, **state)  # another session: the grid is there without a click
     assert any("all 32 filters of conv1" in c for image in other.image for c in image.captions)
@@ -253,7 +265,14 @@ def test_filters_page_renders_a_layer_grid_once_for_every_session(env):
     other.run()
     other.button(key="w_fa_render").click().run()
     assert any(c == "filter 3 of conv1" for image in other.image for c in image.captions)
+    assert any(c == "Kernel of conv1, the same order" for image in other.image for c in image.captions)
     assert "Faces that excite filter 3 of conv1 most" in texts(other)
+
+    other.selectbox(key=keys.LAYER).set_value("conv4").run()  # a deeper layer: its own defaults, no kernels
+    assert not other.exception
+    deep = default_settings(load_model(env["checkpoint"]).model, "conv4")
+    assert deep != defaults and other.selectbox(key="w_fa_param@conv4").value == deep["param"]
+    assert not any("Kernel" in c for image in other.image for c in image.captions)
 
 
 # --------------------------------------------------------------------------------------------------------- train

@@ -148,7 +148,7 @@ def _input_range(key: tuple, _s: Scope) -> tuple[float, float]:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _ascent_defaults(key: tuple, _s: Scope, layer: str) -> dict:
+def _ascent_defaults(key: str, _s: Scope, layer: str) -> dict:
     from fercore.filters import default_settings
 
     loaded = _loaded(_s)
@@ -162,7 +162,7 @@ def ascent_defaults(s: Scope, layer: str) -> dict:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _layer_kernels(key: tuple, _s: Scope, layer: str) -> np.ndarray | None:
+def _layer_kernels(key: str, _s: Scope, layer: str) -> np.ndarray | None:
     from fercore.filters import find_layer, layer_kernels
 
     loaded = _loaded(_s)
