@@ -4,7 +4,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from fercore.runs import read_json
+from fercore import jobs
+from fercore.runs import can_resume, copy_run, list_runs, run_config, run_history
 from ui import keys, runs, settings, sidebar
 from ui.errors import show_error, shown_errors
 
@@ -13,12 +14,10 @@ st.caption("A run trains in a background process with one CPU thread, so the res
            "Leave this page or close the tab: it goes on, and its curves are here when you come back.")
 selection = sidebar.selection()
 
-from fercore import jobs  # noqa: E402 -- after the title, so the page paints before torch loads
-
 
 def start_new_run(name: str, args: list[str]) -> None:
     run_dir = jobs.safe_run_dir(settings.runs_root(), name)
-    if not jobs.is_running(run_dir) and (run_dir / "last.pt").exists():
+    if not jobs.is_running(run_dir) and can_resume(run_dir):
         raise jobs.JobError(f"a run named {name!r} already exists: resume it on the right, or choose another name")
     jobs.start_training(run_dir, args, threads=settings.JOB_THREADS)
     st.session_state[keys.TRAIN_RUN] = str(run_dir)
@@ -121,13 +120,13 @@ def live_status(run_dir: Path, was_running: bool) -> None:
 
 
 def resume_controls(run_dir: Path) -> None:
-    if not (run_dir / "last.pt").exists():
+    if not can_resume(run_dir):
         return
-    config = read_json(run_dir / "config.json", {})
+    config = run_config(run_dir)
     data, note = runs.resume_data(config.get("data"), selection.data)
     if note:
         st.caption(note)
-    done = len(read_json(run_dir / "history.json", []))
+    done = len(run_history(run_dir))
     planned = int(config.get("epochs", done))
     target = planned if done < planned else done + 5
     c1, c2 = st.columns([2, 1], vertical_alignment="bottom")
@@ -141,8 +140,6 @@ def resume_controls(run_dir: Path) -> None:
 
 def continue_shipped() -> None:
     """Copy a shipped checkpoint into runs/ and resume it there: the shipped files are never written to."""
-    from fercore.runs import copy_run, list_runs
-
     shipped = list_runs(settings.checkpoints_root())
     if not shipped:
         return

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,10 +17,11 @@ import torch
 from torch import nn
 
 from fercore.models import build_model
-from fercore.runs import BEST, LAST, run_checkpoint
+from fercore.runs import BEST, LAST, atomic_write, run_checkpoint
 from fercore.transforms import Normalizer
 
 FORMAT = "fercore-checkpoint/1"
+INPUT_RANGE_FACES = 256  # enough faces for per-image standardization's extremes, few enough to take no time
 
 
 class CheckpointError(ValueError):
@@ -30,20 +30,10 @@ class CheckpointError(ValueError):
 
 def save_checkpoint(state: dict, path) -> None:
     """Write `state` to `path` atomically: the old file stays intact until the new one is complete on disk."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as f:
-            torch.save({"format": FORMAT, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: torch.save({"format": FORMAT, **state}, f), durable=True)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise CheckpointError(f"cannot write checkpoint {path}: {e.strerror or e}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def resolve_checkpoint(path) -> Path:
@@ -113,6 +103,15 @@ class LoadedModel:
     def preprocess(self, pixels) -> torch.Tensor:
         """uint8 faces (N, 48, 48) -> the float input (N, 1, 48, 48) the model was trained on."""
         return self.normalizer(torch.as_tensor(pixels))
+
+    def input_range(self, faces) -> tuple[float, float]:
+        """The model's input value range: the preprocessed extremes of the first INPUT_RANGE_FACES of some real
+        uint8 faces (N, 48, 48) and of an all-black and an all-white face. Valid for every normalization
+        (per-image standardization's range depends on the faces); gradient ascent keeps its pixels inside it."""
+        faces = torch.as_tensor(faces[:INPUT_RANGE_FACES], dtype=torch.uint8).reshape(-1, 48, 48)
+        x = self.preprocess(torch.cat([faces, torch.zeros(1, 48, 48, dtype=torch.uint8),
+                                       torch.full((1, 48, 48), 255, dtype=torch.uint8)]))
+        return float(x.min()), float(x.max())
 
     @property
     def epoch(self) -> int:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 import sys
 from pathlib import Path
 
 from fercore.labels import CLASS_NAMES, NUM_CLASSES, SPLIT_NAMES
+from fercore.runs import atomic_write
 
 EPILOG = "CHECKPOINT is a run folder (its best.pt) or a .pt file. With no --data, the shipped data/ file is used."
 
@@ -197,12 +199,11 @@ def cmd_predict(args) -> int:
     dataset, _ = _dataset_and_split(args.data, "all")
     predictions = evaluate_checkpoint(loaded, dataset, tta=args.tta).predictions
     out = Path(args.out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["id", "label"])
-        writer.writerows(zip(dataset.ids.tolist(), predictions.tolist()))
-    os.replace(tmp, out)
+    rows = io.StringIO(newline="")
+    writer = csv.writer(rows)
+    writer.writerow(["id", "label"])
+    writer.writerows(zip(dataset.ids.tolist(), predictions.tolist()))
+    atomic_write(out, rows.getvalue())
     print(f"wrote {len(dataset)} predictions to {out}")
     return 0
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ import numpy as np
 
 from fercore.labels import (CLASS_NAMES, NUM_CLASSES, PRIVATE_TEST, PUBLIC_TEST, SPLIT_NAMES, TRAINING,
                             class_index, split_index)
+from fercore.runs import atomic_write, cache_dir
 
 IMAGE_SIZE = 48
 NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE
@@ -596,10 +596,6 @@ def _npz_codes(path, array: np.ndarray, name: str, n: int, limit: int, names) ->
 
 # --------------------------------------------------------------------------------------------------- cache
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("FERCORE_CACHE_DIR") or Path.home() / ".cache" / "fercore")
-
-
 _CACHED_ARRAYS = ("pixels", "labels", "usage", "ids", "ferplus_votes")
 
 
@@ -644,20 +640,12 @@ def _load_cache_entry(entry: Path) -> dict | None:
 
 
 def _write_cache_entry(entry: Path, prefix: str, arrays: dict) -> None:
-    """Atomic (temp file + os.replace), uncompressed for speed; stale entries of the same path are removed."""
-    tmp = None
+    """Atomic, uncompressed for speed; stale entries of the same path are removed."""
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=entry.parent, prefix=f".{prefix}-", suffix=".tmp", delete=False) as f:
-            tmp = f.name
-            np.savez(f, **arrays)
-        os.replace(tmp, entry)
-        tmp = None
+        atomic_write(entry, lambda f: np.savez(f, **arrays))
         for stale in entry.parent.glob(f"{prefix}-*.npz"):
             if stale != entry:
                 stale.unlink(missing_ok=True)
     except OSError:
         pass  # a read-only or full cache folder only costs speed
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)

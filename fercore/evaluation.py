@@ -18,8 +18,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
-import tempfile
 import time
 import zipfile
 from contextlib import contextmanager
@@ -33,6 +31,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
+from fercore import runs
 from fercore.labels import CLASS_NAMES, NUM_CLASSES, SPLIT_NAMES, split_index
 
 CACHE_FORMAT = "fercore-evaluation/1"  # bump when the cached arrays change meaning
@@ -304,11 +303,6 @@ def predict_probabilities(model: nn.Module, normalizer: Callable, pixels: np.nda
 # ----------------------------------------------------------------------------------------------------------------
 # Disk cache
 
-def default_cache_dir() -> Path:
-    """$FERCORE_CACHE_DIR, else ~/.cache/fercore."""
-    return Path(os.environ.get("FERCORE_CACHE_DIR") or Path.home() / ".cache" / "fercore")
-
-
 def cache_meta(model_key: str, fingerprint: str, split: str | None, tta: bool) -> dict:
     """What a cached result is valid for; stored in the file and checked on every read."""
     return {"format": CACHE_FORMAT, "model_key": str(model_key), "data": fingerprint, "split": split,
@@ -324,14 +318,7 @@ def cache_path(cache_dir, meta: dict) -> Path:
 def _write_cache(path: Path, meta: dict, arrays: dict) -> None:
     """Write atomically: a temp file in the same folder, renamed over the target once complete."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    runs.atomic_write(path, lambda f: np.savez(f, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays))
 
 
 def _read_cache(path: Path, meta: dict, n_rows: int) -> dict | None:
@@ -380,7 +367,7 @@ def evaluate(model: nn.Module, normalizer: Callable, dataset, *, split=None, tta
     path = meta = None
     if cache_key is not None:
         meta = cache_meta(cache_key, fingerprint, split_name, tta)
-        path = cache_path(default_cache_dir() if cache_dir is None else cache_dir, meta)
+        path = cache_path(runs.cache_dir() if cache_dir is None else cache_dir, meta)
         cached = _read_cache(path, meta, len(rows)) if path.is_file() else None
         if cached is not None:
             return Evaluation(cached["probabilities"], cached["probabilities"].argmax(1).astype(np.int64),

@@ -18,10 +18,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from fercore.runs import read_json
-from fercore.training import HISTORY_FILE, PROGRESS_FILE, write_json
+# Torch-free on purpose: the Train page lists and starts runs without loading torch; the child process loads it.
+from fercore.runs import JOB_FILE, LOCK_FILE, LOG_FILE, PROGRESS_FILE, read_json, run_history, write_json
 
-LOCK_FILE, JOB_FILE, LOG_FILE = "job.lock", "job.json", "train.log"
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 JOB_NICENESS = 10  # the trainer yields the cores to the app and the browser when both want them
 
@@ -157,7 +156,7 @@ def status(run_dir) -> JobStatus:
     log = run_dir / LOG_FILE
     tail = log.read_bytes()[-2000:].decode(errors="replace") if log.exists() else ""
     return JobStatus(running=is_running(run_dir), progress=read_json(run_dir / PROGRESS_FILE, {}),
-                     history=read_json(run_dir / HISTORY_FILE, []), log_tail=tail)
+                     history=run_history(run_dir), log_tail=tail)
 
 
 def any_running(root) -> bool:

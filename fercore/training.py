@@ -7,9 +7,7 @@ thing whether the run went straight through or was stopped and resumed before it
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -22,11 +20,11 @@ from fercore import checkpoints
 from fercore.data import DataError, FerDataset, load_dataset
 from fercore.labels import PRIVATE_TEST, PUBLIC_TEST, SPLIT_NAMES, TRAINING
 from fercore.models import build_model
+from fercore.runs import BEST, CONFIG_FILE, HISTORY_FILE, LAST, PROGRESS_FILE, can_resume, write_json
 from fercore.transforms import AugmentConfig, Normalizer, augment_batch, balanced_sample_weights, class_weights
 
 SCHEDULES = ("constant", "cosine", "onecycle")
 BALANCE_MODES = ("none", "weights", "sampler")
-HISTORY_FILE, PROGRESS_FILE, CONFIG_FILE = "history.json", "progress.json", "config.json"
 
 
 @dataclass
@@ -267,27 +265,20 @@ class Trainer:
             record = self.train_epoch(epoch, started)
             self.history.append(record)
             state = self.state()
-            checkpoints.save_checkpoint(state, self.run_dir / checkpoints.LAST)
+            checkpoints.save_checkpoint(state, self.run_dir / LAST)
             if record["val_acc"] > self.best_val_acc:
                 self.best_val_acc = record["val_acc"]
-                checkpoints.save_checkpoint(state, self.run_dir / checkpoints.BEST)
+                checkpoints.save_checkpoint(state, self.run_dir / BEST)
             write_json(self.run_dir / HISTORY_FILE, self.history)
             self._report(epoch, self.steps_per_epoch, self.steps_per_epoch, started, time.time(),
                          record["train_loss"], record["train_acc"], record=record)
         return self.history
 
 
-def write_json(path: Path, value) -> None:
-    """Atomic small-file write, so a reader (the app) never sees half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(value, indent=1))
-    os.replace(tmp, path)
-
-
 def new_run(config: TrainConfig, run_dir, *, dataset: FerDataset | None = None, on_progress=None) -> Trainer:
     """A Trainer for a new run in `run_dir`, which must not hold a run yet."""
     run_dir = Path(run_dir)
-    if (run_dir / checkpoints.LAST).exists():
+    if can_resume(run_dir):
         raise checkpoints.CheckpointError(f"{run_dir} already holds a run: resume it, or choose another folder")
     return Trainer(run_dir, config, dataset=dataset, on_progress=on_progress)
 
@@ -297,7 +288,7 @@ def resumed_run(run_dir, *, epochs: int | None = None, overrides: dict | None = 
     """A Trainer restored from a run folder's last.pt. `epochs` is the new total; `overrides` may change
     where the data lives, the threads or the device (nothing that would change the result)."""
     run_dir = Path(run_dir)
-    state = checkpoints.read_checkpoint(run_dir / checkpoints.LAST)
+    state = checkpoints.read_checkpoint(run_dir / LAST)
     config = TrainConfig.from_dict(state["config"])
     if epochs is not None:
         config.epochs = epochs

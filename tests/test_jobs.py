@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from fercore import jobs
 
-from fixtures import tiny_fer_csv, wait_until
+from fixtures import ROOT, tiny_fer_csv, wait_until
 
 
 @pytest.fixture
@@ -75,3 +77,9 @@ def test_unsafe_run_names_are_refused(tmp_path, name):
 
 def test_safe_run_name_stays_inside_root(tmp_path):
     assert jobs.safe_run_dir(tmp_path, "hw3-demo_1.2") == tmp_path / "hw3-demo_1.2"
+
+
+def test_jobs_and_run_files_load_without_torch():
+    """The Train page lists, starts and follows runs before torch loads; only the child process needs it."""
+    check = "import sys, fercore.jobs, fercore.runs, ui.runs; assert 'torch' not in sys.modules, 'torch was imported'"
+    subprocess.run([sys.executable, "-c", check], cwd=ROOT, check=True)

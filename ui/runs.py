@@ -5,19 +5,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from fercore.runs import BEST, LAST
+from fercore.runs import started_runs
 from ui import settings, sources
-
-RUN_MARKERS = (LAST, BEST, "config.json", "job.json")  # a folder with any of these is a run
 
 
 def run_folders() -> list[Path]:
     """Every run under the runs root, newest first, including one that started but has no checkpoint yet."""
-    root = settings.runs_root()
-    if not root.is_dir():
-        return []
-    runs = [p for p in root.iterdir() if p.is_dir() and any((p / m).exists() for m in RUN_MARKERS)]
-    return sorted(runs, key=lambda p: p.stat().st_mtime, reverse=True)
+    return started_runs(settings.runs_root())
 
 
 def resume_data(recorded: str | None, choice) -> tuple[str | None, str | None]:

@@ -1,5 +1,5 @@
-"""Where the app finds checkpoints, runs and its cache. Environment variables override the defaults, so tests and
-a teacher's setup can point the app elsewhere without editing code."""
+"""Where the app finds checkpoints and runs (its cache is fercore's: fercore.runs.cache_dir). Environment variables
+override the defaults, so tests and a teacher's setup can point the app elsewhere without editing code."""
 
 from __future__ import annotations
 
@@ -17,11 +17,6 @@ def checkpoints_root() -> Path:
 def runs_root() -> Path:
     """Where the Train page creates run folders (env FERCORE_RUNS)."""
     return Path(os.environ.get("FERCORE_RUNS") or REPO / "runs")
-
-
-def cache_root() -> Path:
-    """The app's own files (uploaded CSVs kept for training and resume), beside fercore.data's parse cache."""
-    return Path(os.environ.get("FERCORE_CACHE_DIR") or Path.home() / ".cache" / "fercore")
 
 
 # The command the app shows when there is no checkpoint yet.

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from fercore.runs import is_run_folder, run_checkpoint
+from fercore.runs import atomic_write, cache_dir, is_run_folder, run_checkpoint
 from ui import settings
 
 
@@ -71,11 +71,9 @@ def save_upload(data: bytes) -> Path:
     """Keep an uploaded CSV under the app cache, named by its content (never by the browser's file name), so a
     training job can read it later and the same upload is written once."""
     digest = hashlib.sha256(data).hexdigest()[:16]
-    folder = settings.cache_root() / "uploads"
+    folder = cache_dir() / "uploads"
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{digest}.csv"
     if not target.exists():
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
+        atomic_write(target, data)
     return target
