@@ -12,8 +12,8 @@ is no script and no link to the network, so it can be mailed, projected offline 
   q2  the runs given in `compare`, side by side with the checkpoint (fercore.compare.compare_runs);
   q3  the confusion matrix (rows true, columns predicted), its most confused pair, per-class precision / recall;
   q4  one face: original, heatmap, mask and overlay at fercore.render's defaults, and the class probabilities;
-  q5  the first conv layer: gradient-ascent images (fercore.filters.visualize_filters' defaults), its kernels and
-      its outputs for the same face.
+  q5  the first conv layer: gradient-ascent images (fercore.filters.visualize_filters' defaults in the model's input
+      range, LoadedModel.input_range), its kernels and its outputs for the same face.
 
 Every figure comes from the same library call, with the same defaults, as the dashboard page that shows it first,
 so the report and the app never disagree. Every string read from a file (paths, names, settings) is escaped.
@@ -403,7 +403,8 @@ def build_report(loaded, dataset, *, split: str | None = "PrivateTest", image: i
 
     if dataset.labels is None:
         raise ValueError(f"{dataset.source or 'the data'} has no labels: a report needs the true classes")
-    row = check_image(split_positions(dataset, split), int(image), split)  # before the slow steps
+    rows = split_positions(dataset, split)
+    row = check_image(rows, int(image), split)  # before the slow steps
     layer = next(iter(conv_layers(loaded.model)))
     steps = [f"evaluating on {split_name(split)}", "accuracy per split",
              *([f"evaluating {len(compare)} run(s) to compare"] if compare else []),
@@ -426,7 +427,8 @@ def build_report(loaded, dataset, *, split: str | None = "PrivateTest", image: i
     advance()
     face = chosen_face(loaded, dataset, row, int(image))
     advance()
-    visualization = visualize_filters(loaded.model, layer)
+    # The input range on the split's faces, as the Filters page passes it ((0, 1) for the homework's /255)
+    visualization = visualize_filters(loaded.model, layer, value_range=loaded.input_range(dataset.pixels[rows]))
     kernels = layer_kernels(loaded.model, layer)
     outputs = layer_outputs(loaded.model, loaded.preprocess(face.pixels[None]), layer)[0]
     where = split_name(split)

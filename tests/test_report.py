@@ -203,6 +203,25 @@ def test_bad_requests_are_refused_before_any_work(classroom):
     assert calls == []
 
 
+def test_filter_images_stay_in_the_models_input_range(classroom):
+    """Question 5's gradient ascent runs in the model's own input range (as the Filters page's): (0, 1) for /255,
+    0..255 for no normalization, the faces' own extremes per image."""
+    from dataclasses import replace
+
+    from fercore.filters import visualize_filters
+    from fercore.transforms import Normalizer
+
+    loaded, faces = load_model(classroom["run"]), load_dataset(classroom["data"]).pixels
+    assert loaded.input_range(faces) == (0.0, 1.0)
+    raw = replace(loaded, normalizer=Normalizer("none"))
+    assert raw.input_range(faces) == (0.0, 255.0)
+    per_image = replace(loaded, normalizer=Normalizer("per_image")).input_range(faces)
+    expected = Normalizer("per_image")(torch.as_tensor(faces[:256]))
+    assert per_image[0] <= float(expected.min()) and per_image[1] >= float(expected.max())
+    images = visualize_filters(raw.model, "conv1", [0, 1], steps=5, value_range=raw.input_range(faces)).images
+    assert images.max() > 1.5 and images.min() >= 0.0 and images.max() <= 255.0
+
+
 def test_most_confused_takes_the_largest_mistake_and_the_first_on_a_tie():
     confusion = np.diag([50] * 7)
     confusion[2, 4] = confusion[4, 2] = 9

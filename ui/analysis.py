@@ -139,12 +139,9 @@ def gradcam_layers(s: Scope) -> tuple[dict[str, tuple[int, int]], str]:
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _input_range(key: tuple, _s: Scope) -> tuple[float, float]:
-    """The model's input value range, from the preprocessed extremes of real faces (valid for every
-    normalization, per-image standardization included): gradient ascent keeps its pixels inside it."""
-    loaded, data = _loaded(_s), _images(_s)
-    pixels = np.concatenate([data.pixels[:256], np.zeros((1, 48, 48), np.uint8), np.full((1, 48, 48), 255, np.uint8)])
-    x = loaded.preprocess(pixels)
-    return float(x.min()), float(x.max())
+    """The model's input value range on the split's faces (LoadedModel.input_range, as fercore.report has it):
+    gradient ascent keeps its pixels inside it."""
+    return _loaded(_s).input_range(_images(_s).pixels)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
