@@ -22,7 +22,6 @@ from fercore.transforms import Normalizer
 
 FORMAT = "fercore-checkpoint/1"
 INPUT_RANGE_FACES = 256  # enough faces for per-image standardization's extremes, few enough to take no time
-INPUT_RANGE_FACES = 256  # enough faces for per-image standardization's extremes, few enough to take no time
 
 
 class CheckpointError(ValueError):
@@ -104,15 +103,6 @@ class LoadedModel:
     def preprocess(self, pixels) -> torch.Tensor:
         """uint8 faces (N, 48, 48) -> the float input (N, 1, 48, 48) the model was trained on."""
         return self.normalizer(torch.as_tensor(pixels))
-
-    def input_range(self, faces) -> tuple[float, float]:
-        """The model's input value range: the preprocessed extremes of the first INPUT_RANGE_FACES of some real
-        uint8 faces (N, 48, 48) and of an all-black and an all-white face. Valid for every normalization
-        (per-image standardization's range depends on the faces); gradient ascent keeps its pixels inside it."""
-        faces = torch.as_tensor(faces[:INPUT_RANGE_FACES], dtype=torch.uint8).reshape(-1, 48, 48)
-        x = self.preprocess(torch.cat([faces, torch.zeros(1, 48, 48, dtype=torch.uint8),
-                                       torch.full((1, 48, 48), 255, dtype=torch.uint8)]))
-        return float(x.min()), float(x.max())
 
     def input_range(self, faces) -> tuple[float, float]:
         """The model's input value range: the preprocessed extremes of the first INPUT_RANGE_FACES of some real
