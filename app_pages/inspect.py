@@ -72,8 +72,9 @@ def display_controls(column) -> tuple[dict, dict]:
                                format_func=SCALINGS.get, key="w_inspect_scaling", persist_state="session",
                                help="Homework: Keras' deprocess_image (0.5 is the face's mean saliency); 99th "
                                     "percentile: PAIR saliency's; min-max: the map's own range")
-    smoothing = column.slider("Smoothing (px)", 0.0, 3.0, render.DEFAULT_SMOOTHING, 0.5, key="w_inspect_smoothing",
-                              persist_state="session", help="Gaussian blur of the map before scaling; 0: none")
+    smoothing = column.slider("Smoothing", 0.0, 3.0, render.DEFAULT_SMOOTHING, 0.5, format="%.1f px",
+                              key="w_inspect_smoothing", persist_state="session",
+                              help="Gaussian blur of the map before scaling (sigma in pixels); 0: none")
     mode = column.radio("Mask", list(MASK_MODES), format_func=MASK_MODES.get, horizontal=True,
                         key="w_inspect_mask_mode", persist_state="session")
     if mode == "top":
