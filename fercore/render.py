@@ -1,8 +1,9 @@
 """Arrays to pictures and figures: colormaps, the homework's heatmap and mask, overlays, grids, PNG bytes,
 and the Plotly figures the dashboard shows (learning curves, probability bars, FER+ votes, clickable confusion grid).
 
-numpy, PIL and plotly only: colormaps are 256x3 uint8 lookup tables interpolated from a few control points, so
-no matplotlib is needed. Every image function returns uint8 arrays, (H, W) for gray and (H, W, 3) for RGB.
+numpy, PIL and plotly (and fercore.saliency's Gaussian, to smooth a saliency map): colormaps are 256x3 uint8 lookup
+tables interpolated from a few control points, so no matplotlib is needed. Every image function returns uint8
+arrays, (H, W) for gray and (H, W, 3) for RGB.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def normalize(saliency_map) -> np.ndarray:
 # How a raw saliency map becomes display levels in [0, 1], before any colormap or threshold.
 #   homework:   Keras' deprocess_image, which the course's heatmap and mask code used: standardise |map| over the
 #               image, x 0.1, + 0.5, clip. Level 0.5 is the image's mean saliency, so the mask's 0.5 threshold keeps
-#               the pixels more salient than average (about a third of a face).
+#               the pixels more salient than average (about 40% of a real face: scripts/mask_coverage.py).
 #   percentile: PAIR saliency's VisualizeImageGrayscale: |map| from its minimum to its 99th percentile, clipped,
 #               so a few extreme pixels do not wash the rest out.
 #   minmax:     the map's own minimum to its maximum; the 0.5 threshold then keeps only the peaks.
