@@ -1,4 +1,4 @@
-"""`python -m fercore`: train, resume, evaluate and predict from the command line.
+"""`python -m fercore`: train, resume, evaluate, predict and report from the command line.
 
 Every failure a user can cause (bad data, a bad checkpoint, a bad option) ends in one readable line on stderr
 and exit status 2, never a traceback.
@@ -63,6 +63,19 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--data", required=True, help="the course's test.csv (id,feature) or any other format")
     predict.add_argument("--out", required=True, help="submission CSV to write")
     predict.add_argument("--tta", action="store_true")
+
+    report = commands.add_parser("report", help="the homework's five questions as one self-contained HTML file",
+                                 epilog=EPILOG)
+    report.add_argument("checkpoint", metavar="CHECKPOINT")
+    report.add_argument("--data")
+    report.add_argument("--split", default="PrivateTest", help=f"{', '.join(SPLIT_NAMES)} or all")
+    report.add_argument("--image", type=int, default=0,
+                        help="the face for saliency and layer outputs: its position in the split (default 0)")
+    report.add_argument("--compare", nargs="+", default=[], metavar="RUN",
+                        help="run folders or .pt files to set beside CHECKPOINT in question 2")
+    report.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
+    report.add_argument("--out", required=True, metavar="DIR", help="folder for report.html (created if needed)")
+    report.add_argument("--quiet", action="store_true", help="no progress bar")
 
     commands.add_parser("models", help="list the registered architectures")
     return parser
@@ -208,6 +221,51 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def step_printer(quiet: bool):
+    """A progress callback for a few long steps: one tqdm bar, described by the step that runs."""
+    from tqdm import tqdm
+
+    bar = None
+
+    def on_progress(done: int, total: int, what: str):
+        nonlocal bar
+        if quiet:
+            return
+        if bar is None:
+            bar = tqdm(total=total, unit="step", leave=False, file=sys.stderr)
+        bar.set_description(what, refresh=False)
+        bar.n = done
+        bar.refresh()
+        if done >= total:
+            bar.close()
+
+    def close():  # clears the bar's line when a step fails, so the error stands on a line of its own
+        if bar is not None:
+            bar.close()
+    on_progress.close = close
+    return on_progress
+
+
+def cmd_report(args) -> int:
+    from fercore.checkpoints import load_model
+    from fercore.report import REPORT_FILE, build_report
+
+    loaded = load_model(args.checkpoint)
+    compare = [load_model(run) for run in args.compare]
+    dataset, split = _dataset_and_split(args.data, args.split)
+    progress = step_printer(args.quiet)
+    try:
+        page = build_report(loaded, dataset, split=split, image=args.image, compare=compare, tta=args.tta,
+                            on_progress=progress)
+    finally:
+        progress.close()
+    out = Path(args.out) / REPORT_FILE
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, page)
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_models(args) -> int:
     from fercore.models import build_model, model_names
 
@@ -218,7 +276,7 @@ def cmd_models(args) -> int:
 
 
 COMMANDS = {"train": cmd_train, "resume": cmd_resume, "evaluate": cmd_evaluate, "predict": cmd_predict,
-            "models": cmd_models}
+            "report": cmd_report, "models": cmd_models}
 
 
 def main(argv=None) -> int:
