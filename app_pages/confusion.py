@@ -19,8 +19,8 @@ PAGE_SIZE, COLUMNS = 24, 8
 def on_cell_click() -> None:
     """The chart's selection callback: a click on a cell selects it (a click that deselects keeps the cell)."""
     points = st.session_state[keys.CONFUSION_CHART].selection.points
-    if points:
-        st.session_state[keys.CELL] = render.cell_from_point(points[0])
+    if points:  # a grid point's customdata is its [true, predicted] (fercore.render.confusion_figure)
+        st.session_state[keys.CELL] = tuple(int(v) for v in points[0]["customdata"])
         st.session_state.pop(keys.GALLERY_PAGE, None)
 
 
@@ -44,7 +44,7 @@ def matrix_section(result, tta: bool, normalized: bool):
     left, right = st.columns([3, 2], gap="large")
     with left:
         st.plotly_chart(figure, key=keys.CONFUSION_CHART, on_select=on_cell_click, selection_mode="points",
-                        width="content", config={"displayModeBar": False})
+                        width="content", config=render.CLICKABLE_CHART_CONFIG)
     with right:
         st.markdown("**Per class**")
         st.dataframe(analysis.metrics_table(result), hide_index=True)

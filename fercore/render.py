@@ -394,6 +394,12 @@ def ferplus_vote_bars(votes, title: str | None = "FER+ votes") -> go.Figure:
     return figure
 
 
+# Plotly counts a second click within its double-click delay (300 ms) of the first as a double click, which clears
+# a selection instead of making one: a student clicking the next cell as soon as the first one's faces show, on a
+# fast machine, lost that click. The clickable grid has no double-click action, so every click is a click.
+CLICKABLE_CHART_CONFIG = {"displayModeBar": False, "doubleClickDelay": 1}
+
+
 def confusion_figure(counts, normalized: bool = False, title: str | None = None, cmap: str = "blues",
                      cell_px: int = 64) -> go.Figure:
     """The confusion matrix as a clickable grid that reads like a heatmap.
@@ -402,7 +408,8 @@ def confusion_figure(counts, normalized: bool = False, title: str | None = None,
     (point k = true * 7 + pred, customdata = [true, pred]) coloured by its value, with the count (or, when
     normalized, the row percentage) as text in a contrasting colour. x: predicted class, y: true class, first class
     at the top. Marker sizes are in pixels, so the figure has a fixed size: show it with st.plotly_chart(...,
-    width="content", on_select="rerun", selection_mode="points") and read the cell with cell_from_point.
+    width="content", on_select="rerun", selection_mode="points", config=CLICKABLE_CHART_CONFIG) and read the
+    cell from the selected point's customdata.
     """
     matrix = np.asarray(_numpy(counts), dtype=np.float64)
     if matrix.shape != (NUM_CLASSES, NUM_CLASSES):
@@ -440,23 +447,6 @@ def confusion_figure(counts, normalized: bool = False, title: str | None = None,
         yaxis=dict(title="true", range=[NUM_CLASSES - 0.5, -0.5], **ticks),
         clickmode="event+select", dragmode=False, showlegend=False)
     return figure
-
-
-def cell_from_point(point: dict) -> tuple[int, int]:
-    """(true, pred) of a clicked confusion-grid point, from Streamlit's selection point dict.
-
-    Reads customdata when present, else the point index (true * 7 + pred), else the x/y position.
-    """
-    customdata = point.get("customdata")
-    if customdata is not None and len(customdata) >= 2:
-        return int(customdata[0]), int(customdata[1])
-    for key in ("point_index", "point_number", "pointIndex", "pointNumber"):
-        if point.get(key) is not None:
-            true, pred = divmod(int(point[key]), NUM_CLASSES)
-            return true, pred
-    if point.get("x") is not None and point.get("y") is not None:
-        return int(round(float(point["y"]))), int(round(float(point["x"])))
-    raise ValueError(f"not a confusion-grid point: {point!r}")
 
 
 # ColorBrewer RdBu, red (negative) to white (0) to blue (positive): a difference reads by its sign at a glance.

@@ -67,12 +67,16 @@ def wait_idle(page, timeout: float = 60_000) -> None:
                                    && !document.querySelector('[data-stale="true"]')""", timeout=timeout)
 
 
+def cell_centre(page, true: int, pred: int) -> tuple[float, float]:
+    """Where the grid's marker for (true, pred) is on screen now: point true * 7 + pred of the scatter trace."""
+    box = page.locator(".js-plotly-plot .scatterlayer .trace path.point").nth(true * 7 + pred).bounding_box()
+    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+
 def click_cell(page, true: int, pred: int) -> None:
-    """Click the centre of the grid's marker for (true, pred): point true * 7 + pred of the scatter trace."""
-    point = page.locator(".js-plotly-plot .scatterlayer .trace path.point").nth(true * 7 + pred)
-    point.scroll_into_view_if_needed()
-    box = point.bounding_box()
-    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    """Click the centre of the grid's marker for (true, pred), scrolled into view first."""
+    page.locator(".js-plotly-plot .scatterlayer .trace path.point").nth(true * 7 + pred).scroll_into_view_if_needed()
+    page.mouse.click(*cell_centre(page, true, pred))
 
 
 def timed(gesture, done) -> float:

@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from browser_kit import (CHROMIUM, CHROMIUM_ARGS, FEAR, MATRIX_POINT, ROOT, SAD, click_cell, streamlit_server,
+from fercore.labels import CLASS_NAMES
+
+from browser_kit import (CHROMIUM, CHROMIUM_ARGS, FEAR, MATRIX_POINT, ROOT, SAD, cell_centre, click_cell,
+                         streamlit_server,
                          time_clicks, wait_idle)
 
 SHIPPED_DATA = ROOT / "data" / "fer2013_test.npz"
@@ -354,3 +357,26 @@ def test_first_visits_to_a_cold_server_never_see_a_half_imported_module(checkpoi
             for context in contexts:
                 context.close()
     assert "partially initialized" not in (tmp_path / "streamlit.log").read_text(errors="replace")
+
+
+def test_a_second_click_right_after_the_first_is_never_lost(server, browser):
+    """Two cells clicked 0.1 s apart, as a student clicks on as soon as a fast machine shows the first cell's faces:
+    Plotly took the second click for a double click and cleared the selection, so the first cell stayed shown."""
+    page = browser.new_page(viewport={"width": 1500, "height": 1000})
+    try:
+        page.goto(server["url"])
+        page.locator(MATRIX_POINT).first.wait_for(timeout=300_000)
+        wait_idle(page, 300_000)
+        page.locator(MATRIX_POINT).first.scroll_into_view_if_needed()
+        for first, second in (((FEAR, SAD), (SAD, FEAR)), ((SAD, FEAR), (FEAR, SAD))):
+            centres = [cell_centre(page, *cell) for cell in (first, second)]
+            page.mouse.click(*centres[0])
+            page.wait_for_timeout(100)
+            page.mouse.click(*centres[1])
+            heading = page.get_by_role("heading", name=f"True {CLASS_NAMES[second[0]]}, "
+                                                        f"predicted {CLASS_NAMES[second[1]]}")
+            heading.wait_for(timeout=60_000)
+            wait_idle(page, 60_000)
+            assert heading.count() == 1
+    finally:
+        page.close()

@@ -278,19 +278,6 @@ def test_row_normalized_confusion_figure_shows_percentages():
     assert trace.marker.cmax == 1.0
 
 
-def test_cell_from_point_reads_streamlit_selection_points():
-    figure = render.confusion_figure(confusion_counts())
-    trace = figure.data[0]
-    k = 2 * 7 + 4  # true Fear, predicted Sad
-    point = {"curve_number": 0, "point_number": k, "point_index": k, "x": trace.x[k], "y": trace.y[k],
-             "customdata": list(trace.customdata[k])}
-    assert render.cell_from_point(point) == (2, 4)
-    assert render.cell_from_point({"point_index": k}) == (2, 4)
-    assert render.cell_from_point({"x": 4, "y": 2}) == (2, 4)
-    with pytest.raises(ValueError):
-        render.cell_from_point({})
-
-
 def test_learning_curves_plot_train_and_validation():
     history = [dict(epoch=e, train_loss=2.0 / e, train_acc=0.2 + 0.1 * e, val_loss=2.2 / e, val_acc=0.15 + 0.1 * e,
                     lr=1e-3, seconds=3.0) for e in range(1, 6)]
