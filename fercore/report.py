@@ -309,6 +309,7 @@ def _tile_scale(height: int, target: int = 96) -> int:
 # What gradient ascent maximised, by fercore.filters' objective name.
 ASCENT_TARGET = {"neuron": "one filter's centre unit (so the pattern sits in that unit's small field, mid-image)",
                  "channel": "one filter's mean response over the whole image"}
+ASCENT_STAGE = {"activation": " after its ReLU", "pre_relu": " before its ReLU"}
 
 
 def q5_filters(layer: str, visualization, kernels: np.ndarray, outputs: np.ndarray, face: Face) -> str:
@@ -317,9 +318,9 @@ def q5_filters(layer: str, visualization, kernels: np.ndarray, outputs: np.ndarr
     dead = int(np.count_nonzero(visualization.dead))
     return "\n".join([
         paragraph(f"Layer {layer}: {len(kernels)} filters of {kernels.shape[1]}x{kernels.shape[2]} pixels. Each "
-                  f"image below is an input that excites {ASCENT_TARGET.get(visualization.objective, 'one filter')} "
-                  "most (gradient ascent from noise, at the Filters page's defaults). Filters that respond nowhere "
-                  f"(dead): {dead}."),
+                  f"image below is an input that excites {ASCENT_TARGET.get(visualization.objective, 'one filter')}"
+                  f"{ASCENT_STAGE.get(visualization.stage, '')} most (gradient ascent from noise, at the Filters "
+                  f"page's defaults). Filters that respond nowhere (dead): {dead}."),
         figure(render.grid(visualization.images, ncols=8), f"{layer}: what each filter responds to (filter 0 top "
                "left)", _tile_scale(visualization.images.shape[1])),
         "<h3>Kernels</h3>",
