@@ -11,9 +11,11 @@ guards.need_checkpoint(selection)
 data = guards.need_data(selection, labels=True)
 
 from fercore import render  # noqa: E402 -- after the first paint
+from fercore.compare import csv_text  # noqa: E402
 from fercore.labels import CLASS_NAMES, FERPLUS_COLUMNS  # noqa: E402
 
 PAGE_SIZE, COLUMNS = 24, 8
+FACES_PNG_LIMIT = 120  # ten rows of twelve: a cell's PNG stays a readable slide
 
 
 def on_cell_click() -> None:
@@ -49,6 +51,12 @@ def matrix_section(result, tta: bool, normalized: bool):
         st.markdown("**Per class**")
         st.dataframe(analysis.metrics_table(result), hide_index=True)
         st.caption("Click a cell of the matrix to see its faces below.")
+        name = f"{sources.checkpoint_label(selection.checkpoint)}_{selection.split}".replace(" ", "_")
+        c1, c2 = st.columns(2)
+        c1.download_button("Matrix (CSV)", csv_text(result.confusion_rows()), file_name=f"confusion_{name}.csv",
+                           mime="text/csv", icon=":material/download:", key="w_confusion_csv", on_click="ignore")
+        c2.download_button("Per class (CSV)", csv_text(result.per_class()), file_name=f"per_class_{name}.csv",
+                           mime="text/csv", icon=":material/download:", key="w_per_class_csv", on_click="ignore")
         return st.container()
 
 
@@ -78,6 +86,11 @@ def gallery(true: int, pred: int, cell) -> None:
         st.caption("No image falls in this cell.")
         return
     st.caption("Most confident first. Click **Inspect** under a face to see where the model looks.")
+    in_png = cell.indices[:FACES_PNG_LIMIT]
+    st.download_button(f"These faces (PNG, the {len(in_png)} most confident)",
+                       lambda: render.faces_png(data.pixels[in_png]),  # made when clicked: a cell click stays quick
+                       file_name=f"faces_true_{CLASS_NAMES[true]}_predicted_{CLASS_NAMES[pred]}.png",
+                       mime="image/png", icon=":material/download:", key="w_cell_png", on_click="ignore")
     pages = (count + PAGE_SIZE - 1) // PAGE_SIZE
     if not 1 <= st.session_state.get(keys.GALLERY_PAGE, 1) <= pages:
         st.session_state.pop(keys.GALLERY_PAGE)

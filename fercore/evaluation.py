@@ -154,6 +154,11 @@ class Evaluation:
         return [dict(cls=name, precision=float(p), recall=float(r), f1=float(f), support=int(s))
                 for name, p, r, f, s in zip(CLASS_NAMES, self.precision, self.recall, self.f1, self.support)]
 
+    def confusion_rows(self) -> list[dict]:
+        """The confusion matrix as table rows: one per true class, the image count of each predicted class."""
+        return [{"true \\ predicted": name, **{p: int(n) for p, n in zip(CLASS_NAMES, row)}}
+                for name, row in zip(CLASS_NAMES, self.confusion)]
+
     # ---- cells ---------------------------------------------------------------------------------------------
 
     def cell_positions(self, true: int | None, pred: int) -> np.ndarray:

@@ -323,6 +323,11 @@ def png_bytes(image) -> bytes:
 # ----------------------------------------------------------------------------------------------------------------
 # Plotly figures
 
+def faces_png(faces, ncols: int = 12, scale: int = 2) -> bytes:
+    """uint8 faces (N, H, W) tiled row by row, first face top left, enlarged, as one PNG for a report."""
+    return png_bytes(upscale(grid(np.asarray(faces), ncols=ncols, normalize_each=False), scale))
+
+
 def _text_color(rgb) -> str:
     """Black or white, whichever reads better on a background colour (relative luminance, Rec. 709)."""
     r, g, b = (float(c) for c in rgb)

@@ -130,6 +130,8 @@ def test_confusion_page_shows_the_matrix_metrics_and_a_cells_gallery(env):
     buttons = [b for b in at.button if b.key and b.key.startswith("w_pick_")]
     assert [int(b.key.removeprefix("w_pick_")) for b in buttons] == ranked[:24].tolist()
     assert any("mean saliency" in c for image in at.image for c in image.captions)
+    downloads = {d.proto.label for d in at.get("download_button")}
+    assert {"Matrix (CSV)", "Per class (CSV)", f"These faces (PNG, the {min(n, 120)} most confident)"} <= downloads
 
     buttons[0].click().run()  # Inspect under the most confident face: selects it, shows its saliency at once
     assert not at.exception

@@ -4,6 +4,8 @@ The evaluation labels are partly shuffled so every row of the confusion matrix h
 is checked against a brute-force recount from the predictions, and the cache against forward-pass counts.
 """
 
+import csv
+import io
 import json
 
 import numpy as np
@@ -14,7 +16,8 @@ from torch import nn
 from fercore import evaluation as ev
 from fercore.checkpoints import LoadedModel
 from fercore.data import FerDataset
-from fercore.labels import NUM_CLASSES, PRIVATE_TEST, PUBLIC_TEST
+from fercore.compare import csv_text
+from fercore.labels import CLASS_NAMES, NUM_CLASSES, PRIVATE_TEST, PUBLIC_TEST
 from fercore.transforms import Normalizer
 from tests.fixtures import learnable_faces
 
@@ -107,6 +110,10 @@ def test_probabilities_and_metrics_match_a_recount(trained, dataset):
         assert result.support[c] == row
         assert result.per_class()[c]["f1"] == pytest.approx(f1)
     assert result.macro_f1 == pytest.approx(np.mean(result.f1))
+    read_back = list(csv.reader(io.StringIO(csv_text(result.confusion_rows()))))  # the Confusion page's CSV
+    assert read_back[0] == ["true \\ predicted", *CLASS_NAMES]
+    assert [row[0] for row in read_back[1:]] == list(CLASS_NAMES)
+    np.testing.assert_array_equal(np.array([row[1:] for row in read_back[1:]], dtype=np.int64), counts)
 
 
 def test_cells_rank_images_by_confidence_like_a_brute_force_sort(trained, dataset):
