@@ -5,16 +5,16 @@ Screenshots go to tests/screenshots/ (git-ignored)."""
 from __future__ import annotations
 
 import base64
+import io
 import re
-import shutil
 import subprocess
 import sys
 from html.parser import HTMLParser
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from fercore.checkpoints import load_model
 from fercore.data import load_dataset
@@ -102,8 +102,6 @@ def check_self_contained(text: str, page: Page) -> None:
     for src in page.images:
         payload = base64.b64decode(src.split(",", 1)[1], validate=True)
         assert payload.startswith(PNG_SIGNATURE)
-        from PIL import Image
-        import io
         assert min(Image.open(io.BytesIO(payload)).size) > 0
     assert all(link.startswith(("data:image/png;base64,", "#")) for link in page.links), page.links
     markup = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", text)  # base64 holds '/' and letters
