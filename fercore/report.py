@@ -109,6 +109,22 @@ def table(rows: Sequence[dict], css_class: str = "") -> str:
     return f"<table{attribute}><tr>{head}</tr>{body}</table>"
 
 
+def transposed_table(rows: Sequence[dict]) -> str:
+    """One column per row (headed by its first value, e.g. a run's name) and one line per field: how a few runs
+    with many fields fit a page's width."""
+    if not rows:
+        return '<p class="note">(nothing to show)</p>'
+    first, *fields = list(rows[0])
+    head = "<th></th>" + "".join(f"<th>{escape(_cell(row.get(first)))}</th>" for row in rows)
+    lines = []
+    for field in fields:
+        values = [row.get(field) for row in rows]
+        align = " class=num" if all(_is_number(v) for v in values) else ""
+        lines.append(f"<tr><th>{escape(field)}</th>" + "".join(
+            f"<td{align}>{escape(_cell(v, _is_share(field)))}</td>" for v in values) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(lines)}</table>"
+
+
 def image_tag(image: np.ndarray, alt: str, scale: int = 1) -> str:
     """An <img> holding `image` (uint8 gray or RGB) as an inline PNG, enlarged `scale` times without blurring."""
     pixels = render.upscale(image, scale) if scale > 1 else image
@@ -246,7 +262,7 @@ def q2_comparison(comparison) -> str:
         return "\n".join([intro, howto])
     differing = ", ".join(comparison.settings) or "none"
     return "\n".join([intro, paragraph(f"Settings that differ between these runs: {differing}."),
-                      table(comparison.rows()),
+                      transposed_table(comparison.rows()),
                       paragraph("Accuracy is on the report's split; best validation accuracy is the run's own "
                                 "best epoch.", "note")])
 
