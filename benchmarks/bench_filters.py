@@ -1,13 +1,15 @@
 """Gradient-ascent speed per conv layer, beside the share of this machine's fp32 matmul rate that the work reaches.
 
 For every conv layer of each model: seconds for 64 filters (all of them when the layer has fewer) x 100 steps of
-fercore.filters.visualize_filters, all filters in one batch, the network run only up to the layer.
+fercore.filters.visualize_filters at its defaults for that layer (what the Filters page renders first: see
+fercore.filters.render), all filters in one batch, the network run only up to the layer.
 
 FLOPs counted: the convolutions the truncated network runs before the layer (from their real output shapes, via
 hooks), forward plus the backward to the input image. Parameters are frozen, so there are no weight gradients and
-the backward costs what the forward does. The layer's own filters add one multiply-add per element of its input
-(a filter's mean response is a dot product with a fixed pattern, see fercore.filters). Elementwise work (BN, ReLU,
-pooling, Adam) is not counted: it is memory-bound and reported only through the time it takes.
+the backward costs what the forward does. The layer's own filter adds, before its ReLU, one multiply-add per element
+of its input (its mean response is a dot product with a fixed pattern, see fercore.filters.objectives), after it
+the filter's own convolution (one filter per image). Elementwise work (BN, ReLU, pooling, Adam) is not counted: it
+is memory-bound and reported only through the time it takes.
 
 The matmul rate is a 2048x2048 fp32 matmul, measured right before and after each row; a row's share is its GFLOP/s
 over the mean of the two. On a machine shared with other work, wall-clock rates say more about the neighbours than
@@ -83,7 +85,11 @@ def ascent_flops(model: nn.Module, layer: str, images: int, steps: int) -> float
     finally:
         for handle in handles:
             handle.remove()
-    per_image += 2 * conv_input.numel()
+    if filters.default_settings(model, layer)["stage"] == "activation":
+        kernel = site.conv.in_channels // site.conv.groups * site.conv.kernel_size[0] * site.conv.kernel_size[1]
+        per_image += 2 * kernel * site.output_hw[0] * site.output_hw[1]
+    else:
+        per_image += 2 * conv_input.numel()
     return 2 * per_image * images * steps
 
 

@@ -120,11 +120,14 @@ class _Call:
 def _trace_leaf_calls(model: nn.Module, image: torch.Tensor, stop_after: nn.Module,
                       extra_calls: int = 4) -> list[_Call]:
     """The leaf module calls of one forward pass on `image`, in call order, up to `extra_calls` calls after
-    `stop_after` (enough to see the BN and activation that follow a conv)."""
+    `stop_after` (enough to see the BN and activation that follow a conv), and never into the next conv or linear
+    layer: the costliest call, and past what a conv's stages can be."""
     calls, input_versions = [], []
     stop_at = None
 
     def before(module, args):
+        if stop_at is not None and isinstance(module, (nn.Conv2d, nn.Linear)):
+            raise _Reached(args[0])
         input_versions.append(_version(args[0]) if args else -1)
 
     def after(module, args, output):
@@ -292,9 +295,15 @@ def _correlate(x: torch.Tensor, weight: torch.Tensor, conv: nn.Conv2d) -> torch.
     oneDNN has no fast kernel for a grouped conv with one output channel per group (it runs ~100x below the matmul
     rate), so: one batched matmul takes every filter tap over the channels, z[n, f, tap, y, x] =
     sum_c w[f, c, tap] x[n, c, y, x], reading the input once; then kh*kw shifted slices of the small z are summed.
+    One image per filter on a one-channel input (a first layer's ascent) is a depthwise conv instead, which oneDNN
+    runs fast both ways (the slices' backward fills and copies a full-size zero tensor each, 20x slower).
     """
     n, cin, height, width = x.shape
     _, filters, _, kh, kw = weight.shape
+    if cin == 1 and filters == 1 and weight.shape[0] == n:
+        depthwise = F.conv2d(x.reshape(1, n, height, width), weight.reshape(n, 1, kh, kw), None, conv.stride,
+                             conv.padding, conv.dilation, groups=n)
+        return depthwise.reshape(n, 1, *depthwise.shape[-2:])
     taps = weight.permute(0, 1, 3, 4, 2).reshape(weight.shape[0], filters * kh * kw, cin)  # (N|1, F*taps, Cin)
     if _memory_format(x) == torch.channels_last:
         pixels_by_channel = x.permute(0, 2, 3, 1).reshape(n, height * width, cin)          # a view: no copy
