@@ -93,7 +93,7 @@ class Page(HTMLParser):
 
     @property
     def plain(self) -> str:
-        return " ".join("".join(self.text).split())
+        return " ".join(" ".join(self.text).split())
 
 
 def check_self_contained(text: str, page: Page) -> None:
@@ -162,10 +162,14 @@ def test_paths_from_files_are_escaped(tiny_report):
     assert '<b>&"q"' not in text and "&lt;b&gt;&amp;&quot;q&quot;" in text
 
 
-def test_question2_compares_the_given_run(tiny_report):
+def test_question2_compares_the_given_run(tiny_report, classroom):
+    from fercore.evaluation import evaluate_checkpoint
+
     plain = tiny_report["page"].plain
     assert "Settings that differ between these runs: learning rate" in plain
     assert "other" in plain and "Disgust recall" in plain
+    other = evaluate_checkpoint(load_model(classroom["other"]), tiny_report["dataset"], split="PrivateTest")
+    assert f"accuracy {tiny_report['page'].counts.trace() / 140:.1%} {other.accuracy:.1%}" in plain
 
 
 def test_progress_reaches_the_end(tiny_report):
@@ -185,6 +189,11 @@ def test_without_runs_to_compare_it_says_how(classroom):
     text = build_report(load_model(classroom["run"]), load_dataset(classroom["data"]), split="PublicTest")
     assert "--compare runs/q2/q2_1_raw" in Page(text).plain
     assert Page(text).counts.sum() == 64
+
+
+def test_a_report_on_every_row(classroom):
+    text = build_report(load_model(classroom["run"]), load_dataset(classroom["data"]), split=None, image=150)
+    assert Page(text).counts.sum() == 204 and "Face 150 of all" in Page(text).plain
 
 
 def test_bad_requests_are_refused_before_any_work(classroom):
