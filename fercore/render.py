@@ -460,7 +460,7 @@ _RED_WHITE_BLUE = [(103, 0, 31), (178, 24, 43), (214, 96, 77), (244, 165, 130), 
 
 
 def confusion_difference_figure(difference, names: tuple[str, str] = ("A", "B"), title: str | None = None,
-                                cell_px: int = 64) -> go.Figure:
+                                cell_px: int = 56) -> go.Figure:
     """A difference of two row-normalized confusion matrices (B - A, fercore.compare.confusion_difference) as a
     heatmap on a diverging scale centred at 0 and symmetric (blue: B puts more of the true class's images in that
     cell, red: fewer), each cell labelled in percentage points. Rows true (Angry at the top), columns predicted."""
@@ -475,11 +475,11 @@ def confusion_difference_figure(difference, names: tuple[str, str] = ("A", "B"),
     hover = [[f"true {CLASS_NAMES[i]}, predicted {CLASS_NAMES[j]}: {points[i, j]:+.1f} points of the true "
               f"{CLASS_NAMES[i]} images ({b} - {a})" for j in range(NUM_CLASSES)] for i in range(NUM_CLASSES)]
     text = [[f"{v:+.0f}" if round(v) != 0 else "0" for v in row] for row in points]
-    margin = dict(l=100, r=110, t=60 if title else 30, b=90)
+    margin = dict(l=90, r=80, t=60 if title else 30, b=90)
     figure = go.Figure(go.Heatmap(
         z=points, x=list(CLASS_NAMES), y=list(CLASS_NAMES), zmin=-high, zmax=high, zmid=0.0, colorscale=scale,
         text=text, texttemplate="%{text}", textfont=dict(size=13), hovertext=hover, hoverinfo="text",
-        colorbar=dict(title=f"points<br>{b} - {a}", thickness=14), xgap=2, ygap=2))
+        colorbar=dict(title="points", thickness=14), xgap=2, ygap=2))
     figure.update_layout(
         title=title, width=NUM_CLASSES * cell_px + margin["l"] + margin["r"],
         height=NUM_CLASSES * cell_px + margin["t"] + margin["b"], margin=margin, plot_bgcolor="white",

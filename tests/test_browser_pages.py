@@ -1,0 +1,98 @@
+"""The Model and Compare pages in Chromium on the shipped checkpoints and data, at their defaults: each page draws
+its tables and figures with no error box, and leaves a screenshot per shipped checkpoint in tests/screenshots/."""
+
+from __future__ import annotations
+
+import pytest
+
+from browser_kit import ROOT, streamlit_server, wait_idle
+from test_browser import SHIPPED_DATA, browser, missing, shot, shipped_checkpoints  # noqa: F401 -- fixture by name
+
+ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
+PARAMETERS = {"hw3": "2,619,975 parameters", "fernet": "1,165,159 parameters"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    if not SHIPPED_DATA.exists():
+        missing(f"the shipped data {SHIPPED_DATA} is missing")
+    if len(shipped_checkpoints()) < 2:
+        missing("the shipped checkpoints (checkpoints/hw3 and checkpoints/fernet) are missing")
+    runs = tmp_path_factory.mktemp("pages-runs")
+    log = tmp_path_factory.mktemp("pages-log") / "streamlit.log"
+    with streamlit_server({"FERCORE_CHECKPOINTS": str(ROOT / "checkpoints"), "FERCORE_RUNS": str(runs)}, log) as url:
+        yield url
+
+
+@pytest.fixture
+def page(browser):  # noqa: F811
+    # Tall enough for a whole page in one screenshot (Streamlit scrolls inside its main block, not the window).
+    page = browser.new_page(viewport={"width": 1500, "height": 2300})
+    page.set_default_timeout(120_000)  # screenshots wait for fonts, slow on a busy 2-core machine
+    yield page
+    page.close()
+
+
+def choose_checkpoint(page, name: str) -> None:
+    """Pick a shipped checkpoint in the sidebar's first selectbox, as a user would."""
+    page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").first.click()
+    page.get_by_role("option", name=f"{name} (shipped)").click()
+    wait_idle(page, 300_000)
+
+
+def open_page(page, url: str, path: str, title: str) -> None:
+    page.goto(url + path)
+    page.get_by_role("heading", name=title, level=1).wait_for(timeout=60_000)
+    wait_idle(page, 300_000)
+
+
+def wait_for_tables(main, count: int) -> None:
+    """Until `count` tables are drawn (st.dataframe loads its grid lazily, showing a skeleton meanwhile)."""
+    tables = main.get_by_test_id("stDataFrame")
+    for k in range(count):
+        tables.nth(k).scroll_into_view_if_needed(timeout=120_000)
+    assert tables.count() == count
+    main.page.wait_for_function("() => !document.querySelector('[data-testid=\"stSkeleton\"]')", timeout=120_000)
+
+
+def assert_no_error(page, where: str) -> None:
+    errors = page.locator(ERRORS)
+    assert errors.count() == 0, f"{where}: {errors.first.inner_text()}"
+
+
+def test_the_menu_lists_model_and_compare_after_filters(server, page):
+    open_page(page, server, "", "Confusion")
+    links = page.get_by_test_id("stSidebarNav").get_by_role("link")
+    assert [text.split("\n")[-1].strip() for text in links.all_inner_texts()] == [  # after the icon
+        "Confusion", "Inspect", "Filters", "Model", "Compare", "Train"]
+
+
+@pytest.mark.parametrize("name", ["fernet", "hw3"])
+def test_model_page_on_each_shipped_checkpoint(server, page, name):
+    open_page(page, server, "/model", "Model")
+    choose_checkpoint(page, name)
+    main = page.get_by_test_id("stMain")
+    main.get_by_text(PARAMETERS[name]).wait_for(timeout=60_000)
+    main.get_by_text("has no Training split").wait_for(timeout=300_000)  # the accuracy table is drawn by then
+    wait_idle(page, 300_000)
+    wait_for_tables(main, 2)  # layers, accuracy per split (the recipe is a plain table)
+    main.get_by_test_id("stTable").get_by_text("learning rate").wait_for(timeout=120_000)
+    assert main.locator(".js-plotly-plot").count() == 1  # learning curves
+    assert main.get_by_role("button", name="Layers (CSV)").is_visible()
+    assert_no_error(page, f"Model page on {name}")
+    shot(page, f"model_{name}")
+
+
+@pytest.mark.parametrize("name", ["fernet", "hw3"])
+def test_compare_page_at_its_defaults(server, page, name):
+    open_page(page, server, "/compare", "Compare")
+    choose_checkpoint(page, name)
+    main = page.get_by_test_id("stMain")
+    main.get_by_text("Settings that differ").wait_for(timeout=300_000)
+    main.get_by_role("heading", name="Recall per class").wait_for(timeout=60_000)
+    wait_idle(page, 300_000)
+    main.get_by_test_id("stTable").get_by_text("best validation accuracy").wait_for(timeout=120_000)
+    assert main.locator(".js-plotly-plot").count() == 2  # the confusion difference and the recall bars
+    assert main.locator(".js-plotly-plot .heatmaplayer").count() == 1
+    assert_no_error(page, f"Compare page with {name} in the sidebar")
+    shot(page, f"compare_{name}")
