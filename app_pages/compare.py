@@ -1,6 +1,7 @@
 """Compare: checkpoints on the same images, one row each with only the settings that differ; for two, the
 difference of their confusion matrices and their per-class recall side by side (the homework's question 2)."""
 
+import pandas as pd
 import streamlit as st
 
 from ui import analysis, guards, keys, loaders, sidebar, sources
@@ -14,9 +15,6 @@ guards.need_data(selection, labels=True)
 
 from fercore import compare, render  # noqa: E402 -- after the first paint
 from fercore.labels import CLASS_NAMES  # noqa: E402
-
-PERCENT = st.column_config.NumberColumn(format="percent")
-
 
 def default_picks(options: list[str]) -> list[str]:
     """Every shipped checkpoint, topped up with the other options to two when fewer are shipped."""
@@ -34,7 +32,9 @@ def evaluated_picks(picks: list[str]):
             scope = analysis.scope(Selection(path, selection.data, selection.split))
             with st.spinner(f"Evaluating {label} on {selection.split} (once per checkpoint and data)…"):
                 result = analysis.evaluation(scope)
-            labels.append(label), runs.append(loaders.model(path)), evaluations.append(result)
+            labels.append(label)
+            runs.append(loaders.model(path))
+            evaluations.append(result)
     return labels, runs, evaluations
 
 
@@ -59,9 +59,11 @@ table = compare.compare_runs(runs, evaluations, labels)
 st.caption(f"On {selection.data.label}, {selection.split}: {len(evaluations[0]):,} images, no test-time "
            "augmentation. " + (f"Settings that differ: {', '.join(table.settings)}; the rest are the same."
                                if table.settings else "Every setting is the same."))
-percent_columns = ["best validation accuracy", "accuracy", *(f"{name} recall" for name in CLASS_NAMES)]
-st.dataframe(table.rows(), hide_index=True, width="stretch",
-             column_config={column: PERCENT for column in percent_columns})
+# One column per run, so a handful of runs read side by side on a projector without scrolling.
+shown = pd.DataFrame(table.rows()).set_index("run")
+percents = ["best validation accuracy", "accuracy", *(f"{name} recall" for name in CLASS_NAMES)]
+shown[percents] = shown[percents].map(lambda value: f"{value:.1%}")
+st.table(shown.T.rename_axis(None, axis=1))
 st.caption("To answer the homework's question 2, `python scripts/question2.py run --data fer2013.npz --out runs "
            "--epochs N` trains six runs at one budget, each one change on the row above: no normalization and no "
            "BatchNorm (q2_1_raw), /255 (q2_2_scale255), + BatchNorm, the homework's network (q2_3_batchnorm), + the "
@@ -72,7 +74,7 @@ st.download_button("Comparison (CSV)", table.to_csv(), file_name="comparison.csv
 
 if len(runs) == 2:
     a, b = labels
-    matrix_column, recall_column = st.columns([1, 1], gap="large")
+    matrix_column, recall_column = st.columns([3, 2], gap="large")
     with matrix_column:
         st.subheader(f"Confusion: {b} - {a}")
         difference = compare.confusion_difference(*evaluations)

@@ -1,6 +1,7 @@
 """Model: the checkpoint's layers as Keras' model.summary() shows them, its training recipe, learning curves and
 accuracy on each split of the sidebar's data (the homework's question 1)."""
 
+import pandas as pd
 import streamlit as st
 
 from ui import analysis, guards, loaders, sidebar, sources
@@ -22,7 +23,7 @@ summary = None
 with layers_column, shown_errors("summarise the model"):
     st.subheader("Layers")
     summary = analysis.model_summary(selection.checkpoint)
-    st.dataframe(summary.rows(), hide_index=True, width="stretch",
+    st.dataframe(summary.rows(), hide_index=True, width="stretch", height="content",
                  column_config={"parameters": st.column_config.NumberColumn(format="localized"),
                                 "trainable": st.column_config.NumberColumn(format="localized")})
     st.markdown(f"**{summary.total_params:,} parameters** ({summary.trainable_params:,} trainable, "
@@ -35,7 +36,7 @@ with layers_column, shown_errors("summarise the model"):
 with recipe_column:
     st.subheader("Recipe")
     recipe = compare.recipe(loaded.config, loaded.history)
-    st.dataframe({"setting": list(recipe), "value": list(recipe.values())}, hide_index=True, width="stretch")
+    st.table(pd.DataFrame({"value": list(recipe.values())}, index=list(recipe)))
     st.caption(f"Trained on {compare.training_data_text(loaded.config)}. The optimizer's weight decay is Adam's "
                "L2 term; the wall time is the sum of the epochs' own times.")
 

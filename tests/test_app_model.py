@@ -75,11 +75,11 @@ def test_model_page_shows_layers_recipe_curves_and_accuracy_per_split(env):
     assert "**1,165,159 parameters** (1,165,159 trainable, 0 not)" in texts(at)
     assert "so it would show 1,167,015" in texts(at)  # + BatchNorm's 1,856 running statistics, as Keras counts
 
-    recipe = dict(zip(at.dataframe[1].value["setting"], at.dataframe[1].value["value"]))
+    recipe = at.table[0].value["value"].to_dict()
     assert recipe["epochs"] == "1 of 1" and recipe["batch size"] == "32" and recipe["augmentation"] == "none"
     assert len(at.get("plotly_chart")) == 1  # the learning curves
 
-    splits = at.dataframe[2].value
+    splits = at.dataframe[1].value
     assert list(splits["split"]) == ["PublicTest", "PrivateTest"]
     for split, value in zip(splits["split"], splits["accuracy"]):
         assert value == pytest.approx(accuracy(env["checkpoint"], env["data"], split))
@@ -91,7 +91,7 @@ def test_model_page_adds_the_deduplicated_rows_when_the_data_has_training(env, t
     csv_path = tiny_fer_csv(tmp_path)  # Training and PublicTest rows
     at = open_app(nav.MODEL, **on_data(env, **{keys.DATA_PATH: str(csv_path), keys.SPLIT: "PublicTest"}))
     assert not at.exception and not at.error, [e.value for e in at.error]
-    splits = at.dataframe[2].value
+    splits = at.dataframe[1].value
     assert list(splits["split"]) == ["Training", "PublicTest", "PublicTest without Training duplicates"]
     assert list(splits["images"]) == [70, 35, 35]  # the generated faces are all different
     assert "without Training duplicates" in texts(at) and "has no Training split" not in texts(at)
@@ -125,13 +125,14 @@ def test_compare_page_puts_the_two_runs_side_by_side(env, second_run):
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert at.title[0].value == "Compare"
     assert at.multiselect(key=keys.COMPARE_RUNS).value == [str(env["checkpoint"]), str(second_run)]
-    table = at.dataframe[0].value
-    assert list(table["run"]) == ["tiny (shipped)", "flipped (run)"]
-    assert list(table["learning rate"]) == ["0.001", "0.003"] and list(table["augmentation"]) == ["none", "flip 0.5"]
-    assert "model" not in table.columns  # the same for both
-    for value, run in zip(table["accuracy"], (env["checkpoint"], second_run)):
-        assert value == pytest.approx(accuracy(run, env["data"], "PrivateTest"))
-    assert [f"{name} recall" for name in CLASS_NAMES] == [c for c in table.columns if c.endswith(" recall")]
+    table = at.table[0].value  # one column per run
+    assert list(table.columns) == ["tiny (shipped)", "flipped (run)"]
+    assert list(table.loc["learning rate"]) == ["0.001", "0.003"]
+    assert list(table.loc["augmentation"]) == ["none", "flip 0.5"]
+    assert "model" not in table.index  # the same for both
+    for value, run in zip(table.loc["accuracy"], (env["checkpoint"], second_run)):
+        assert value == f"{accuracy(run, env['data'], 'PrivateTest'):.1%}"
+    assert [f"{name} recall" for name in CLASS_NAMES] == [c for c in table.index if c.endswith(" recall")]
     assert "Settings that differ: learning rate, augmentation" in texts(at)
     assert "scripts/question2.py" in texts(at)
     assert len(at.get("plotly_chart")) == 2  # the confusion difference and the recall bars
@@ -142,7 +143,7 @@ def test_compare_page_puts_the_two_runs_side_by_side(env, second_run):
 def test_compare_page_with_one_pick_shows_its_row_and_no_difference(env, second_run):
     at = open_app(nav.COMPARE, **on_data(env, **{keys.COMPARE_RUNS: [str(second_run)]}))
     assert not at.exception and not at.error
-    assert list(at.dataframe[0].value["run"]) == ["flipped (run)"]
+    assert list(at.table[0].value.columns) == ["flipped (run)"]
     assert len(at.get("plotly_chart")) == 0
     at.multiselect(key=keys.COMPARE_RUNS).set_value([]).run()
     assert not at.exception and "Pick two or more checkpoints" in texts(at)
@@ -157,7 +158,7 @@ def test_a_bad_checkpoint_among_the_picks_is_named_and_the_rest_compared(env, se
         at = open_app(nav.COMPARE, **on_data(env, **{keys.COMPARE_RUNS: picks}))
         assert not at.exception
         assert len(at.error) == 1 and "Could not compare broken (run)" in at.error[0].value
-        assert list(at.dataframe[0].value["run"]) == ["tiny (shipped)", "flipped (run)"]
+        assert list(at.table[0].value.columns) == ["tiny (shipped)", "flipped (run)"]
         assert len(at.get("plotly_chart")) == 2
     finally:
         shutil.rmtree(broken)
