@@ -171,3 +171,13 @@ def test_compare_page_on_unlabelled_data_says_it_needs_labels(env, tmp_path):
     path = write_course_test_csv(tmp_path / "test.csv", pixels)
     at = open_app(nav.COMPARE, **on_data(env, **{keys.DATA_PATH: str(path), keys.SPLIT: "all"}))
     assert not at.exception and "has no labels" in texts(at)
+
+
+def test_model_page_on_unlabelled_data_shows_the_model_and_names_the_file(env, tmp_path):
+    from fixtures import write_course_test_csv
+
+    path = write_course_test_csv(tmp_path / "test.csv", np.zeros((5, 48, 48), np.uint8))
+    at = open_app(nav.MODEL, **on_data(env, **{keys.DATA_PATH: str(path), keys.SPLIT: "all"}))
+    assert not at.exception
+    assert at.dataframe[0].value["parameters"].sum() == 1_165_159  # the layers are still shown
+    assert len(at.error) == 1 and "test.csv has no labels" in at.error[0].value
