@@ -11,6 +11,7 @@ guards.need_checkpoint(selection)
 data = guards.need_data(selection)
 
 from fercore import render  # noqa: E402 -- after the first paint
+from fercore.filters import DEFAULT_SEED  # noqa: E402
 from fercore.models import conv_layers  # noqa: E402
 
 MODES = {"grid": "Whole layer", "one": "One filter"}
@@ -65,7 +66,7 @@ def ascent_settings(layer: str) -> dict:
                                     persist_state="session"),
             "jitter": r4.slider("Jitter (px)", 0, 4, default["jitter"], 1, key=key("jitter"),
                                 persist_state="session"),
-            "seed": int(r4.number_input("Seed", 0, 2**31 - 1, 0, key=key("seed"), persist_state="session")),
+            "seed": int(r4.number_input("Seed", 0, 2**31 - 1, DEFAULT_SEED, key=key("seed"), persist_state="session")),
         }
 
 

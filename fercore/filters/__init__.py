@@ -17,12 +17,13 @@ response above 0 anywhere (checked on the start and the final images).
 from .exemplars import ReceptiveField, TopActivations, receptive_field, top_activating
 from .objectives import OBJECTIVES, centre
 from .params import PARAMETERISATIONS
-from .render import (LARGE_FIELD, SMALL_FIELD, SMALL_FIELD_PIXELS, AscentSettings, FilterVisualization, default_settings, render_vis,
-                     visualize_filters)
+from .render import (DEFAULT_SEED, LARGE_FIELD, SMALL_FIELD, SMALL_FIELD_PIXELS, AscentSettings, FilterVisualization,
+                     default_settings, render_vis, visualize_filters)
 from .tracing import (IMAGE_SHAPE, STAGES, LayerSite, filter_response, find_layer, layer_kernels, layer_outputs,
                       run_until, to_conv_input, truncated_forward)
 
-__all__ = ["AscentSettings", "FilterVisualization", "IMAGE_SHAPE", "LARGE_FIELD", "LayerSite", "OBJECTIVES",
-           "PARAMETERISATIONS", "ReceptiveField", "SMALL_FIELD", "SMALL_FIELD_PIXELS", "STAGES", "TopActivations", "centre",
-           "default_settings", "filter_response", "find_layer", "layer_kernels", "layer_outputs", "receptive_field",
-           "render_vis", "run_until", "to_conv_input", "top_activating", "truncated_forward", "visualize_filters"]
+__all__ = ["AscentSettings", "DEFAULT_SEED", "FilterVisualization", "IMAGE_SHAPE", "LARGE_FIELD", "LayerSite",
+           "OBJECTIVES", "PARAMETERISATIONS", "ReceptiveField", "SMALL_FIELD", "SMALL_FIELD_PIXELS", "STAGES",
+           "TopActivations", "centre", "default_settings", "filter_response", "find_layer", "layer_kernels",
+           "layer_outputs", "receptive_field", "render_vis", "run_until", "to_conv_input", "top_activating",
+           "truncated_forward", "visualize_filters"]

@@ -63,6 +63,7 @@ SMALL_FIELD = AscentSettings(objective="channel", stage="activation", param="sig
 LARGE_FIELD = AscentSettings(objective="channel", stage="pre_relu", param="pixel", steps=100, lr=0.05,
                              blur_every=4, blur_sigma=0.5, jitter=1)
 SMALL_FIELD_PIXELS = 8  # receptive field side (the smaller one) up to which a layer gets SMALL_FIELD
+DEFAULT_SEED = 0
 
 
 def default_settings(model: nn.Module, layer: LayerRef, image_shape: tuple[int, int, int] = IMAGE_SHAPE) -> dict:
@@ -91,8 +92,8 @@ def visualize_filters(model: nn.Module, layer: LayerRef, filters: Sequence[int] 
                       lr: float | None = None, l2_decay: float | None = None, blur_every: int | None = None,
                       blur_sigma: float | None = None, jitter: int | None = None,
                       scales: Sequence[float] | None = None, tv_weight: float | None = None,
-                      stage: str | None = None, seed: int = 0, start: torch.Tensor | np.ndarray | None = None,
-                      value_range: tuple[float, float] = (0.0, 1.0),
+                      stage: str | None = None, seed: int = DEFAULT_SEED,
+                      start: torch.Tensor | np.ndarray | None = None, value_range: tuple[float, float] = (0.0, 1.0),
                       progress: Progress | None = None) -> FilterVisualization:
     """Images that maximise each chosen filter of a conv layer (all filters when None).
 
