@@ -64,7 +64,7 @@ else:
             st.caption("'without Training duplicates': only the test faces with no byte-identical copy in Training.")
 
 st.subheader("Downloads")
-summary_column, history_column, report_column = st.columns(3)
+summary_column, history_column, report_column = st.columns(3)  # report_column: the whole report's download
 if summary is not None:
     summary_column.download_button("Layers (CSV)", summary.to_csv(), file_name=f"{loaded.model_name}_layers.csv",
                                    mime="text/csv", icon=":material/download:")
