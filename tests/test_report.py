@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 from html.parser import HTMLParser
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +22,9 @@ from fercore.data import load_dataset
 from fercore.labels import CLASS_NAMES, PRIVATE_TEST, PUBLIC_TEST
 from fercore.report import REPORT_FILE, SECTIONS, build_report, most_confused
 
+from bad_inputs import snapshot
 from fixtures import ROOT, learnable_faces
+from test_bad_inputs import cli_error, corpus, of_kind  # noqa: F401 -- the malformed-input corpus and its checks
 
 SHIPPED_DATA = ROOT / "data" / "fer2013_test.npz"
 SHIPPED_FERNET = ROOT / "checkpoints" / "fernet"
@@ -292,6 +295,21 @@ def test_cli_errors_are_one_line(classroom, tmp_path, args, message):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.stderr
     assert not (tmp_path / REPORT_FILE).exists()
+
+
+def test_the_report_refuses_each_bad_input_of_the_corpus(corpus, capsys, tmp_path):
+    """tests/bad_inputs.py's corpus as the report's data, checkpoint and compared run: one line, exit 2, nothing
+    written, no input changed and no code run (the hostile pickle)."""
+    out = tmp_path / "out"
+    good = ["--data", str(corpus["data"]), "--out", str(out)]
+    for case in of_kind(corpus, "data"):
+        err = cli_error(capsys, ["report", str(corpus["checkpoint"]), "--data", case.target, "--out", str(out)])
+        assert case.words in err and Path(case.target).name in err, (case.name, err)
+    for case in of_kind(corpus, "checkpoint"):
+        for argv in (["report", case.target], ["report", str(corpus["checkpoint"]), "--compare", case.target]):
+            err = cli_error(capsys, argv + good)
+            assert case.words in err and Path(case.target).name in err, (case.name, err)
+    assert not out.exists() and snapshot([corpus["root"]]) == corpus["before"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
