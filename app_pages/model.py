@@ -4,7 +4,7 @@ accuracy on each split of the sidebar's data (the homework's question 1)."""
 import pandas as pd
 import streamlit as st
 
-from ui import analysis, guards, loaders, sidebar, sources
+from ui import analysis, guards, keys, loaders, sidebar, sources
 from ui.errors import shown_errors
 
 st.title("Model")
@@ -71,3 +71,16 @@ if summary is not None:
 history_column.download_button("Learning curves (CSV)", compare.csv_text(loaded.history),
                                file_name=f"{compare.run_label(loaded.path)}_history.csv", mime="text/csv",
                                icon=":material/download:", disabled=not loaded.history)
+with report_column, shown_errors("prepare the report"):
+    labeled = selection.data is not None and loaders.dataset(selection.data).labels is not None
+    scope = analysis.scope(selection) if labeled else None
+    face = st.session_state.get(keys.IMAGE) or 0
+    # Built when clicked (a callable), on its own thread: gradient ascent and saliency take seconds on a CPU.
+    st.download_button("Report: the five questions (HTML)",
+                       (lambda: analysis.report_html(scope, face)) if scope is not None else "",
+                       file_name=f"report_{compare.run_label(loaded.path)}_{selection.split}.html",
+                       mime="text/html", icon=":material/download:", on_click="ignore", disabled=scope is None,
+                       key="w_model_report",
+                       help=f"One self-contained page in the homework's order, on {selection.split}, with face "
+                            f"{face} (choose it on the Inspect page) for questions 4 and 5; also "
+                            "`python -m fercore report`")

@@ -84,7 +84,9 @@ def test_model_page_shows_layers_recipe_curves_and_accuracy_per_split(env):
     for split, value in zip(splits["split"], splits["accuracy"]):
         assert value == pytest.approx(accuracy(env["checkpoint"], env["data"], split))
     assert "has no Training split" in texts(at)
-    assert len(at.get("download_button")) == 2
+    downloads = {d.proto.label: d.proto for d in at.get("download_button")}
+    assert set(downloads) == {"Layers (CSV)", "Learning curves (CSV)", "Report: the five questions (HTML)"}
+    assert not downloads["Report: the five questions (HTML)"].disabled
 
 
 def test_model_page_adds_the_deduplicated_rows_when_the_data_has_training(env, tmp_path):
@@ -181,3 +183,5 @@ def test_model_page_on_unlabelled_data_shows_the_model_and_names_the_file(env, t
     assert not at.exception
     assert at.dataframe[0].value["parameters"].sum() == 1_165_159  # the layers are still shown
     assert len(at.error) == 1 and "test.csv has no labels" in at.error[0].value
+    report = [d.proto for d in at.get("download_button") if d.proto.label.startswith("Report")]
+    assert len(report) == 1 and report[0].disabled  # a report needs the true classes

@@ -96,3 +96,22 @@ def test_compare_page_at_its_defaults(server, page, name):
     assert main.locator(".js-plotly-plot .heatmaplayer").count() == 1
     assert_no_error(page, f"Compare page with {name} in the sidebar")
     shot(page, f"compare_{name}")
+
+
+def test_the_model_pages_report_downloads_the_five_answers(server, page):
+    """The Model page's report button, clicked as a user would: the browser saves one self-contained HTML page
+    with the five questions in order, built for the sidebar's checkpoint."""
+    from fercore.report import SECTIONS
+
+    open_page(page, server, "/model", "Model")
+    choose_checkpoint(page, "fernet")
+    button = page.get_by_role("button", name="Report: the five questions (HTML)")
+    button.wait_for(timeout=300_000)
+    with page.expect_download(timeout=600_000) as download:
+        button.click()
+    html = open(download.value.path(), encoding="utf-8").read()
+    assert download.value.suggested_filename.startswith("report_fernet")
+    positions = [html.index(f'id="{section}"') for section in SECTIONS]
+    assert positions == sorted(positions) and len(SECTIONS) == 5
+    assert "fernet" in html and "http://" not in html and "https://" not in html
+    assert_no_error(page, "Model page after the report")
