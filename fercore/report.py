@@ -210,13 +210,28 @@ def probability_table(probabilities: np.ndarray, label: int | None) -> str:
     return f"<table><tr><th>class</th><th class=num>probability</th><th></th></tr>{''.join(rows)}</table>"
 
 
-def history_rows(history: list[dict]) -> list[dict]:
-    """The learning curves as one row per epoch (what the Model page plots)."""
+HISTORY_ROWS = 25  # epochs in the learning-curve table at most: a 250-epoch run would fill pages
+
+
+def shown_epochs(history: list[dict], limit: int = HISTORY_ROWS) -> list[int]:
+    """Positions in `history` for the table: every epoch up to `limit`, else `limit` evenly spaced ones from the
+    first to the last, plus the best validation epoch."""
+    count = len(history)
+    if count <= limit:
+        return list(range(count))
+    picks = set(np.linspace(0, count - 1, limit).round().astype(int).tolist())
+    scores = [(r.get("val_acc") if isinstance(r.get("val_acc"), (int, float)) else -1.0) for r in history]
+    picks.add(int(np.argmax(scores)))
+    return sorted(picks)
+
+
+def history_rows(history: list[dict], limit: int = HISTORY_ROWS) -> list[dict]:
+    """The learning curves (what the Model page plots), one row per shown epoch (`shown_epochs`)."""
     columns = {"epoch": "epoch", "train_loss": "train loss", "train_acc": "train accuracy", "val_loss": "val loss",
                "val_acc": "val accuracy", "lr": "learning rate", "seconds": "seconds"}
     rows = []
-    for record in history:
-        row = {title: record.get(key) for key, title in columns.items()}
+    for position in shown_epochs(history, limit):
+        row = {title: history[position].get(key) for key, title in columns.items()}
         if row["learning rate"] is not None:
             row["learning rate"] = f"{row['learning rate']:.2e}"
         if row["seconds"] is not None:
@@ -238,11 +253,14 @@ def q1_network(loaded, accuracies: list[dict]) -> str:
               f"{model_summary.non_trainable_params:,} not); {model_summary.mflops:,.0f} MFLOP per image "
               "(one forward pass, 2 FLOP per multiply-add).")
     settings = [{"setting": name, "value": value} for name, value in recipe(loaded.config, loaded.history).items()]
+    curves = history_rows(loaded.history)
     return "\n".join([
         paragraph(f"{loaded.model_name}, {loaded.epoch} epoch(s) trained, from {loaded.path}."),
         "<h3>Architecture</h3>", table(model_summary.rows()), paragraph(totals),
         "<h3>Training recipe</h3>", table(settings),
-        "<h3>Learning curves</h3>", table(history_rows(loaded.history)),
+        "<h3>Learning curves</h3>", table(curves),
+        *([paragraph(f"{len(curves)} of {loaded.epoch} epochs shown: evenly spaced, with the best validation "
+                     "epoch.", "note")] if len(curves) < loaded.epoch else []),
         "<h3>Accuracy per split</h3>", table(accuracies),
     ])
 

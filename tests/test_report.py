@@ -232,6 +232,17 @@ def test_filter_images_stay_in_the_models_input_range(classroom):
     assert images.max() > 1.5 and images.min() >= 0.0 and images.max() <= 255.0
 
 
+def test_a_long_run_shows_evenly_spaced_epochs_and_its_best():
+    from fercore.report import history_rows
+
+    history = [{"epoch": k + 1, "val_acc": 0.5 + 0.001 * k} for k in range(250)]
+    history[137]["val_acc"] = 0.9
+    epochs = [row["epoch"] for row in history_rows(history, limit=25)]
+    assert epochs[0] == 1 and epochs[-1] == 250 and 138 in epochs and len(epochs) == 26
+    assert epochs == sorted(set(epochs))
+    assert [row["epoch"] for row in history_rows(history[:25], limit=25)] == list(range(1, 26))
+
+
 def test_most_confused_takes_the_largest_mistake_and_the_first_on_a_tie():
     confusion = np.diag([50] * 7)
     confusion[2, 4] = confusion[4, 2] = 9
