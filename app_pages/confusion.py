@@ -13,6 +13,7 @@ data = guards.need_data(selection, labels=True)
 from fercore import render  # noqa: E402 -- after the first paint
 from fercore.compare import csv_text  # noqa: E402
 from fercore.labels import CLASS_NAMES, FERPLUS_COLUMNS  # noqa: E402
+from fercore.report import most_confused  # noqa: E402
 
 PAGE_SIZE, COLUMNS = 24, 8
 FACES_PNG_LIMIT = 120  # ten rows of twelve: a cell's PNG stays a readable slide
@@ -147,5 +148,6 @@ with shown_errors("evaluate the checkpoint"):
         result = analysis.evaluation(scope, tta)
     st.caption(f"{sources.checkpoint_label(selection.checkpoint)} on {selection.data.label}, "
                f"{selection.split}: {len(result):,} images, accuracy **{result.accuracy:.1%}**, "
-               f"macro F1 {result.macro_f1:.3f} ({result.tta_note})")
+               f"macro F1 {result.macro_f1:.3f} ({result.tta_note}). "
+               f"**{most_confused(result.confusion).sentence()}**")
     cell_explorer(result, tta, normalized)

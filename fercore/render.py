@@ -441,6 +441,8 @@ def confusion_figure(counts, normalized: bool = False, title: str | None = None,
                                   tickformat=".0%" if normalized else None, thickness=14)),
         text=texts, textfont=dict(color=text_colors, size=13),
         customdata=np.stack([true_idx, pred_idx], axis=1).tolist(),
+        # Plotly fades the cells around a clicked one to 0.2, text too: half keeps every count legible on a projector.
+        unselected=dict(marker=dict(opacity=0.5), textfont=dict(color="#333333")),
         hovertext=hover, hoverinfo="text"))
     ticks = dict(tickvals=list(range(NUM_CLASSES)), ticktext=list(CLASS_NAMES), showgrid=False, zeroline=False,
                  fixedrange=True)
