@@ -115,9 +115,9 @@ def test_sigkill_at_random_moments_then_resume_gives_the_weights_of_an_unkilled_
         if phase == "start-up":  # a share of the shortest start-up seen, and at the latest when training begins
             child.wait_for(STARTED, timeout=share * startup_s)
         else:  # whole epochs by the process's own epoch lines, the share of the next one by the measured clock
-            whole = int(share)
+            whole = int(share)  # (and at the latest when that one is saved, however much faster it runs)
             assert child.wait_for(STARTED) and (whole == 0 or child.wait_for(EPOCH_DONE, whole)), child.output
-            time.sleep((share - whole) * (clock[whole + 1] - clock[whole]))
+            child.wait_for(EPOCH_DONE, whole + 1, timeout=(share - whole) * (clock[whole + 1] - clock[whole]))
         assert child.child.poll() is None, f"finished before its kill ({phase}, {share:.2f}): {child.output}"
         child.child.kill()  # SIGKILL: no handler, no cleanup
         child.finish()
