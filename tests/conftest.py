@@ -1,12 +1,6 @@
-"""Shared test setup: run from the repo root, keep caches out of the user's home, leave a core free."""
-
-import sys
-from pathlib import Path
+"""Shared test setup: keep fercore's cache out of the user's home."""
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,7 @@ from fercore import compare, evaluation, render
 from fercore.checkpoints import load_model
 from fercore.data import FerDataset
 from fercore.labels import CLASS_NAMES, PRIVATE_TEST, PUBLIC_TEST
-from tests.fixtures import ROOT, learnable_faces
+from fixtures import ROOT, learnable_faces
 
 RECIPE_ORDER = ["optimizer", "learning rate", "schedule", "batch size", "epochs", "normalization", "augmentation",
                 "class balance", "label smoothing", "weight decay", "seed", "device and precision", "wall time"]

@@ -19,7 +19,7 @@ from fercore.data import FerDataset
 from fercore.compare import csv_text
 from fercore.labels import CLASS_NAMES, NUM_CLASSES, PRIVATE_TEST, PUBLIC_TEST
 from fercore.transforms import Normalizer
-from tests.fixtures import learnable_faces
+from fixtures import learnable_faces
 
 
 def tiny_cnn() -> nn.Sequential:

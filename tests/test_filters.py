@@ -15,7 +15,7 @@ from fercore.checkpoints import load_model
 from fercore.frozen import analysis_mode
 from fercore.filters import objectives, params, transforms
 from fercore.models import build_model, conv_layers
-from tests.fixtures import learnable_faces
+from fixtures import learnable_faces
 
 torch.set_num_threads(1)
 

@@ -14,7 +14,7 @@ from fercore import evaluation, models
 from fercore.checkpoints import load_model
 from fercore.data import FerDataset
 from fercore.labels import PRIVATE_TEST, PUBLIC_TEST, TRAINING
-from tests.fixtures import learnable_faces
+from fixtures import learnable_faces
 
 
 @pytest.fixture(scope="module", autouse=True)
