@@ -1,0 +1,145 @@
+"""Occlusion (Zeiler & Fergus 2014): cover part of the face with a grey patch and see what the model loses.
+
+    occlusion_map(model, images, target, **options) -> np.ndarray float32 (N, 48, 48)
+
+The calling convention of fercore.saliency: `images` are preprocessed (LoadedModel.preprocess) float tensors, the
+target is anything `saliency.as_target` takes (None: the predicted class). A map's value at a pixel is the mean
+drop in the target's probability over the patches covering it: positive where covering hurts the target class,
+negative where covering helps it. Unlike a gradient it needs no backward pass, and it asks what a student asks
+("cover the mouth: is it still Happy?").
+
+Named regions (`REGIONS`) cover the brows, eyes, nose and mouth of FER2013's roughly aligned faces, checked on the
+mean face of the shipped test data; `cover` and `covered_prediction` work on raw uint8 faces, as the app shows them.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from fercore.data import IMAGE_SIZE
+from fercore.frozen import analysis_mode
+from fercore.saliency import TargetLike, _as_batch, _target_weights, reference_image
+
+DEFAULT_PATCH = 8
+DEFAULT_STRIDE = 4
+DEFAULT_FILL = "mean"
+# Occluded copies per forward pass: 121 positions at the defaults fit one pass; a small patch stride stays bounded.
+DEFAULT_BATCH_SIZE = 256
+
+# (top, left, bottom, right) in 48x48 pixel coordinates, bottom and right exclusive (numpy slices). Drawn on the
+# mean face of data/fer2013_test.npz: the brows' dark band, the eyes' dark band, the bright nose ridge down to the
+# nostrils, and the dark mouth line with the lips around it.
+REGIONS = {
+    "brows": (11, 8, 16, 40),
+    "eyes": (16, 8, 22, 40),
+    "nose": (22, 18, 32, 30),
+    "mouth": (33, 13, 43, 35),
+}
+
+Region = Union[str, tuple]
+
+
+def region_box(region: Region) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right) of a named region or of a free rectangle, checked to lie inside the face."""
+    if isinstance(region, str):
+        if region not in REGIONS:
+            raise ValueError(f"unknown region {region!r}: use one of {', '.join(REGIONS)} or (top, left, bottom, "
+                             "right)")
+        return REGIONS[region]
+    try:
+        top, left, bottom, right = (int(v) for v in region)
+    except (TypeError, ValueError):
+        raise ValueError(f"a region is a name or (top, left, bottom, right), got {region!r}") from None
+    if not (0 <= top < bottom <= IMAGE_SIZE and 0 <= left < right <= IMAGE_SIZE):
+        raise ValueError(f"region (top {top}, left {left}, bottom {bottom}, right {right}) is not a non-empty "
+                         f"rectangle inside the {IMAGE_SIZE}x{IMAGE_SIZE} face")
+    return top, left, bottom, right
+
+
+def patch_positions(size: int, patch: int, stride: int) -> list[int]:
+    """Top (or left) edges of the patches along one side: every `stride` pixels, plus one flush with the far edge
+    when the stride does not land there, so every pixel is covered at least once."""
+    if not 1 <= patch <= size:
+        raise ValueError(f"patch must be 1..{size} pixels, got {patch}")
+    if stride < 1:
+        raise ValueError(f"stride must be at least 1 pixel, got {stride}")
+    starts = list(range(0, size - patch + 1, stride))
+    return starts if starts[-1] == size - patch else starts + [size - patch]
+
+
+def patch_masks(patch: int = DEFAULT_PATCH, stride: int = DEFAULT_STRIDE, size: int = IMAGE_SIZE) -> torch.Tensor:
+    """float32 (P, size, size): 1 inside patch p, 0 elsewhere, rows first."""
+    starts = patch_positions(size, patch, stride)
+    masks = torch.zeros(len(starts) ** 2, size, size)
+    for p, (top, left) in enumerate((t, l) for t in starts for l in starts):
+        masks[p, top:top + patch, left:left + patch] = 1.0
+    return masks
+
+
+def _target_probability(logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The target's probability per row (a contrast A - B: p_A - p_B)."""
+    return (torch.softmax(logits, dim=1) * weights).sum(1)
+
+
+def occlusion_map(model: nn.Module, images, target: TargetLike = None, *, patch: int = DEFAULT_PATCH,
+                  stride: int = DEFAULT_STRIDE, fill=DEFAULT_FILL, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+    """Drop in the target's probability when a `patch` x `patch` square slides over each face with `stride`,
+    (N, 48, 48): each pixel gets the mean drop over the patches covering it.
+
+    fill: what the patch shows, as `saliency.reference_image` takes it: "mean" (each face's mean grey, in the
+    model's input units), "zero", "blur", a number or a tensor. All N x P occluded copies go through the model in
+    batched passes of `batch_size` rows (one pass for one face at the defaults)."""
+    x = _as_batch(model, images)
+    masks = patch_masks(patch, stride, x.shape[-1]).to(x.device, x.dtype)           # (P, H, W)
+    masks_4d = masks[:, None]                                                       # (P, 1, H, W)
+    with analysis_mode(model), torch.no_grad():
+        weights = _target_weights(model, x, target)                                 # (N, C)
+        clean = _target_probability(model(x), weights)                              # (N,)
+        fills = reference_image(x, fill)
+        drops = []
+        for image, filled, w in zip(x, fills, weights):
+            occluded = image * (1 - masks_4d) + filled * masks_4d                   # (P, 1, H, W)
+            # NHWC input to match analysis_mode's channels_last weights: oneDNN then skips a layout copy per conv
+            occluded = occluded.contiguous(memory_format=torch.channels_last)
+            covered = torch.cat([model(chunk) for chunk in occluded.split(batch_size)])
+            drops.append(_target_probability(covered, w.expand(len(masks), -1)))
+        drops = clean[:, None] - torch.stack(drops)                                 # (N, P)
+    maps = torch.einsum("np,phw->nhw", drops, masks) / masks.sum(0)
+    return maps.cpu().numpy().astype(np.float32)
+
+
+def _fill_value(image: np.ndarray, fill) -> float:
+    if isinstance(fill, str):
+        if fill != "mean":
+            raise ValueError(f"unknown fill {fill!r}: use 'mean' (the face's mean grey) or a grey level 0..255")
+        return float(image.mean())
+    if not 0 <= float(fill) <= 255:
+        raise ValueError(f"a fill grey level must be 0..255, got {fill}")
+    return float(fill)
+
+
+def cover(image, region: Region, fill=DEFAULT_FILL) -> np.ndarray:
+    """A uint8 (48, 48) face with `region` (a REGIONS name or (top, left, bottom, right)) painted grey: the face's
+    mean ("mean") or a grey level 0..255."""
+    face = np.asarray(image)
+    if face.shape != (IMAGE_SIZE, IMAGE_SIZE):
+        raise ValueError(f"cover expects one {IMAGE_SIZE}x{IMAGE_SIZE} face, got shape {face.shape}")
+    top, left, bottom, right = region_box(region)
+    covered = face.astype(np.uint8, copy=True)
+    covered[top:bottom, left:right] = np.uint8(round(_fill_value(face, fill)))
+    return covered
+
+
+def covered_prediction(loaded, image, region: Region, fill=DEFAULT_FILL) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities before, probabilities after) covering `region` of a uint8 face, float32 (7,) each, for a
+    LoadedModel (its preprocessing included)."""
+    face = np.asarray(image)
+    x = loaded.preprocess(np.stack([face, cover(face, region, fill)]))
+    model = loaded.model
+    with analysis_mode(model), torch.no_grad():
+        probabilities = torch.softmax(model(_as_batch(model, x)), dim=1).cpu().numpy()
+    return probabilities[0], probabilities[1]

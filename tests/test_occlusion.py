@@ -1,0 +1,141 @@
+"""Occlusion on a really trained model whose class is decided by one known region alone (the mouth), so what
+covering should change is known in advance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fercore.checkpoints import load_model
+from fercore.data import load_dataset
+from fercore.labels import PUBLIC_TEST, TRAINING
+from fercore.occlusion import (REGIONS, cover, covered_prediction, occlusion_map, patch_masks, patch_positions,
+                               region_box)
+
+SMILE, BLANK = 3, 0  # Happy when the mouth box is bright, Angry when it is noise like the rest
+
+
+def mouth_faces(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 noise faces; half of them have a bright mouth box, which alone decides the class."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 120, size=(n, 48, 48)).astype(np.uint8)
+    labels = np.where(np.arange(n) % 2 == 0, SMILE, BLANK)
+    top, left, bottom, right = REGIONS["mouth"]
+    pixels[labels == SMILE, top:bottom, left:right] = 230
+    return pixels, labels
+
+
+@pytest.fixture(scope="module")
+def mouth_model(tmp_path_factory):
+    from fercore.training import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("mouth")
+    pixels, labels = mouth_faces(192, seed=0)
+    usage = np.array([TRAINING] * 160 + [PUBLIC_TEST] * 32, dtype=np.uint8)
+    data_path = root / "mouth.npz"
+    np.savez(data_path, pixels=pixels, emotion=labels, usage=usage)
+    torch.set_num_threads(1)
+    # hw3_nobn: no BatchNorm, whose running statistics after a few dozen steps still leave an eval-mode fernet at
+    # chance on this task (in train mode it is right), so the model the test inspects is the one that learned
+    config = TrainConfig(model="hw3_nobn", epochs=3, batch_size=32, threads=1, data=str(data_path))
+    train(config, root / "run", dataset=load_dataset(data_path))
+    loaded = load_model(root / "run")
+    faces, truth = mouth_faces(8, seed=1)  # faces it never saw
+    with torch.no_grad():
+        assert (loaded.model(loaded.preprocess(faces)).argmax(1).numpy() == truth).all(), "the model did not learn"
+    return loaded, faces, truth
+
+
+def test_covering_the_deciding_region_flips_the_prediction_and_another_region_does_not(mouth_model):
+    loaded, faces, truth = mouth_model
+    for face, label in zip(faces, truth):
+        if label != SMILE:
+            continue
+        before, mouth = covered_prediction(loaded, face, "mouth")
+        _, eyes = covered_prediction(loaded, face, "eyes")
+        assert before.argmax() == SMILE and mouth.argmax() == BLANK and eyes.argmax() == SMILE
+        assert before.shape == (7,) and abs(before.sum() - 1) < 1e-5
+
+
+def test_the_occlusion_maps_peak_lies_in_the_deciding_region(mouth_model):
+    loaded, faces, truth = mouth_model
+    smiles = faces[truth == SMILE]
+    maps = occlusion_map(loaded.model, loaded.preprocess(smiles), SMILE)
+    assert maps.shape == (len(smiles), 48, 48) and maps.dtype == np.float32
+    top, left, bottom, right = REGIONS["mouth"]
+    for drop in maps:
+        row, col = np.unravel_index(drop.argmax(), drop.shape)
+        assert top <= row < bottom and left <= col < right, (row, col)
+        inside = np.zeros((48, 48), bool)
+        inside[top:bottom, left:right] = True
+        assert drop.max() > 0 and drop[inside].mean() > 5 * abs(drop[~inside].mean())
+
+
+def one_patch_at_a_time(loaded, face: np.ndarray, target: int, patch: int, stride: int) -> np.ndarray:
+    """The definition, by brute force: one forward pass per patch position, in the model's input units."""
+    x = loaded.preprocess(face[None]).float()
+    with torch.no_grad():
+        clean = torch.softmax(loaded.model(x), 1)[0, target]
+        total, count = torch.zeros(48, 48), torch.zeros(48, 48)
+        for top in patch_positions(48, patch, stride):
+            for left in patch_positions(48, patch, stride):
+                occluded = x.clone()
+                occluded[..., top:top + patch, left:left + patch] = x.mean()
+                drop = clean - torch.softmax(loaded.model(occluded), 1)[0, target]
+                total[top:top + patch, left:left + patch] += drop
+                count[top:top + patch, left:left + patch] += 1
+    return (total / count).numpy()
+
+
+@pytest.mark.parametrize("patch, stride", [(8, 4), (6, 5), (11, 11)])
+def test_the_batched_map_equals_a_one_patch_at_a_time_loop(mouth_model, patch, stride):
+    loaded, faces, truth = mouth_model
+    expected = one_patch_at_a_time(loaded, faces[0], int(truth[0]), patch, stride)
+    batched = occlusion_map(loaded.model, loaded.preprocess(faces[:1]), int(truth[0]), patch=patch, stride=stride,
+                            batch_size=7)  # several chunks
+    np.testing.assert_allclose(batched[0], expected, atol=2e-5)
+
+
+def test_the_predicted_class_is_the_default_target_and_the_model_is_left_as_it_was(mouth_model):
+    loaded, faces, truth = mouth_model
+    before = {k: v.clone() for k, v in loaded.model.state_dict().items()}
+    default = occlusion_map(loaded.model, loaded.preprocess(faces[:2]))
+    explicit = occlusion_map(loaded.model, loaded.preprocess(faces[:2]), truth[:2])
+    np.testing.assert_allclose(default, explicit, atol=1e-6)
+    after = loaded.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before) and not loaded.model.training
+
+
+def test_patches_cover_every_pixel_and_reach_the_far_edge():
+    assert patch_positions(48, 8, 4) == list(range(0, 41, 4))
+    assert patch_positions(48, 10, 4) == [0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 38]
+    masks = patch_masks(10, 4)
+    assert masks.shape == (121, 48, 48) and (masks.sum(0) >= 1).all() and (masks.sum((1, 2)) == 100).all()
+
+
+def test_cover_paints_the_region_with_the_faces_mean_and_nothing_else():
+    face = np.random.default_rng(2).integers(0, 256, (48, 48)).astype(np.uint8)
+    top, left, bottom, right = REGIONS["nose"]
+    covered = cover(face, "nose")
+    assert (covered[top:bottom, left:right] == round(face.mean())).all()
+    outside = np.ones((48, 48), bool)
+    outside[top:bottom, left:right] = False
+    assert (covered[outside] == face[outside]).all() and covered.dtype == np.uint8
+    assert (cover(face, (0, 0, 48, 2), fill=0)[:, :2] == 0).all()
+
+
+@pytest.mark.parametrize("region, message", [("chin", "unknown region 'chin'"), ((10, 10, 5, 20), "non-empty"),
+                                             ((0, 0, 49, 10), "inside the 48x48"), ((1, 2), "a name or")])
+def test_a_bad_region_is_a_clear_error(region, message):
+    with pytest.raises(ValueError, match=message):
+        region_box(region)
+
+
+def test_bad_patch_settings_and_fills_are_clear_errors():
+    with pytest.raises(ValueError, match="patch must be 1..48"):
+        patch_positions(48, 0, 4)
+    with pytest.raises(ValueError, match="stride must be at least 1"):
+        patch_positions(48, 8, 0)
+    with pytest.raises(ValueError, match="grey level must be 0..255"):
+        cover(np.zeros((48, 48), np.uint8), "eyes", fill=300)
