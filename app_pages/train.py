@@ -5,6 +5,7 @@ from pathlib import Path
 import streamlit as st
 
 from fercore import jobs
+from fercore.config import DEFAULT_RECIPE, RECIPES
 from fercore.runs import can_resume, copy_run, list_runs, run_config, run_history
 from ui import keys, runs, settings, sidebar
 from ui.errors import show_error, shown_errors
@@ -13,65 +14,88 @@ st.title("Train")
 st.caption("A run trains in a background process with one CPU thread, so the rest of the app stays responsive. "
            "Leave this page or close the tab: it goes on, and its curves are here when you come back.")
 selection = sidebar.selection()
+RECIPE_KEY = "w_train_recipe"
 
 
-def start_new_run(name: str, args: list[str]) -> None:
+def start_new_run(name: str, config) -> None:
     run_dir = jobs.safe_run_dir(settings.runs_root(), name)
     if not jobs.is_running(run_dir) and can_resume(run_dir):
         raise jobs.JobError(f"a run named {name!r} already exists: resume it on the right, or choose another name")
-    jobs.start_training(run_dir, args, threads=settings.JOB_THREADS)
+    jobs.start_training(run_dir, config, threads=settings.JOB_THREADS)
     st.session_state[keys.TRAIN_RUN] = str(run_dir)
 
 
-def check_data(choice) -> None:
-    """Refuse data that cannot be trained on now, rather than in the background job's log."""
-    from fercore.training import split_roles
+def check_data(choice) -> bool:
+    """Refuse data that cannot be trained on now, rather than in the background job's log. True when the data has
+    a Training split (not only the shipped demo's PublicTest and PrivateTest)."""
+    from fercore.training import has_training_split, split_roles
     from ui import loaders
 
-    note = split_roles(loaders.dataset(choice))[2]
+    dataset = loaders.dataset(choice)
+    note = split_roles(dataset)[2]
     st.caption(f"Data: {choice.label}. {note[0].upper()}{note[1:]}.")
+    return has_training_split(dataset)
+
+
+def fill_form() -> None:
+    """Show the chosen recipe's settings in the form."""
+    st.session_state.update(runs.form_values(RECIPES[st.session_state[RECIPE_KEY]].config()))
+
+
+def recipe_picker() -> None:
+    if RECIPE_KEY not in st.session_state or runs.FORM_KEYS["model"] not in st.session_state:
+        st.session_state.setdefault(RECIPE_KEY, DEFAULT_RECIPE)
+        fill_form()
+    recipe = st.selectbox("Recipe", list(RECIPES), key=RECIPE_KEY, format_func=lambda k: RECIPES[k].label,
+                          on_change=fill_form, help="Fills the form below; change any field after.")
+    st.caption(RECIPES[recipe].expect)
 
 
 def new_run_form() -> None:
+    from fercore.config import choices, help_text
     from fercore.models import model_names
-    from fercore.training import BALANCE_MODES, SCHEDULES
-    from fercore.transforms import NORMALIZE_MODES
 
     st.subheader("New run")
     if selection.data is None:
         st.warning("Choose the data in the sidebar first.")
         return
     try:
-        check_data(selection.data)
+        full_data = check_data(selection.data)
     except Exception as error:  # noqa: BLE001 -- shown; no form for data that cannot be trained on
         show_error(error, "train on this data")
         return
+    recipe_picker()
+    if not full_data:
+        st.info("The shipped demo data holds only PublicTest and PrivateTest, so a run on it trains on PublicTest's "
+                "3,589 faces and gets far less than the figures above. A real run needs your own `fer2013.csv` "
+                "(Kaggle) or the course's `train.csv`: in the sidebar's **Data**, choose **A file or folder on this "
+                "computer** and type its path (or **Upload a CSV** of at most 50 MB; fer2013.csv is about 290 MB, "
+                "so give its path).", icon=":material/info:")
+    k = runs.FORM_KEYS
     with st.form("new_run", border=True):
-        names = model_names()
-        model = st.selectbox("Model", names, index=names.index("fernet") if "fernet" in names else 0,
-                             key="w_train_model",
-                             help="hw3: the homework's network. fernet: faster and more accurate per CPU second.")
+        model = st.selectbox("Model", model_names(), key=k["model"], help=help_text("model"))
         name = st.text_input("Run name", key="w_train_name", placeholder=runs.default_run_name(model),
                              help="A folder under runs/; empty: model name and time")
         c1, c2 = st.columns(2)
-        epochs = c1.number_input("Epochs", 1, 500, 10, key="w_train_epochs")
-        batch_size = c2.number_input("Batch size", 8, 1024, 128, step=8, key="w_train_batch")
-        lr = c1.number_input("Learning rate", 1e-5, 1.0, 1e-3, step=1e-4, format="%.5f", key="w_train_lr")
-        schedule = c2.selectbox("Schedule", SCHEDULES, key="w_train_schedule")
-        normalize = c1.selectbox("Normalization", NORMALIZE_MODES, index=NORMALIZE_MODES.index("scale255"),
-                                 key="w_train_normalize", help="scale255 is the homework's /255")
-        balance = c2.selectbox("Class balance", BALANCE_MODES, key="w_train_balance",
-                               help="weights: loss weights; sampler: class-balanced batches")
-        augment = c1.text_input("Augmentation", "none", key="w_train_augment",
-                                help="none, homework, or e.g. flip=0.5,shift=0.1,rotate=10,zoom=0.1,erase=0.25")
-        seed = c2.number_input("Seed", 0, 2**31 - 1, 0, key="w_train_seed")
+        c1.number_input("Epochs", 1, 500, key=k["epochs"], help=help_text("epochs"))
+        c2.number_input("Batch size", 8, 1024, step=8, key=k["batch_size"], help=help_text("batch_size"))
+        c1.number_input("Learning rate", 1e-5, 1.0, step=1e-4, format="%.5f", key=k["lr"], help=help_text("lr"))
+        c2.selectbox("Schedule", choices("schedule"), key=k["schedule"], help=help_text("schedule"))
+        c1.number_input("Weight decay", 0.0, 1.0, step=1e-5, format="%.5f", key=k["weight_decay"],
+                        help=help_text("weight_decay"))
+        c2.number_input("Label smoothing", 0.0, 0.5, step=0.05, key=k["label_smoothing"],
+                        help=help_text("label_smoothing"))
+        c1.selectbox("Normalization", choices("normalize"), key=k["normalize"], help=help_text("normalize"))
+        c2.selectbox("Class balance", choices("balance"), key=k["balance"], help=help_text("balance"))
+        c1.text_input("Augmentation", key=k["augment"], help=help_text("augment"))
+        c2.number_input("Seed", 0, 2**31 - 1, key=k["seed"], help=help_text("seed"))
+        c1.selectbox("Precision", choices("precision"), key=k["precision"], help=help_text("precision"))
+        c2.caption(runs.auto_precision_note())
         submitted = st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:")
     if submitted:
-        args = runs.train_args(model=model, epochs=int(epochs), lr=lr, batch_size=int(batch_size),
-                               normalize=normalize, augment=augment.strip(), balance=balance, schedule=schedule,
-                               seed=int(seed), data_args=selection.data.train_args())
         with shown_errors("start the run"):
-            start_new_run(name.strip() or runs.default_run_name(model), args)
+            config = runs.form_config(st.session_state, data=selection.data.path)
+            start_new_run(name.strip() or runs.default_run_name(model), config)
             st.rerun()
 
 

@@ -21,6 +21,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from browser_kit import CHROMIUM, CHROMIUM_ARGS, streamlit_server, time_clicks  # noqa: E402
 from fercore import jobs  # noqa: E402
+from fercore.config import TrainConfig  # noqa: E402
 from ui.settings import JOB_THREADS  # noqa: E402
 
 
@@ -43,7 +44,7 @@ def main() -> None:
         try:
             if args.while_training:
                 run_dir.mkdir()
-                jobs.start_training(run_dir, ["--epochs", "50"], threads=JOB_THREADS)
+                jobs.start_training(run_dir, TrainConfig(epochs=50), threads=JOB_THREADS)
             times = time_clicks(page, url, args.repeats)
         except Exception:
             page.screenshot(path=str(Path(tempfile.gettempdir()) / "bench_clicks_failure.png"), full_page=True)

@@ -14,9 +14,14 @@ import os
 import sys
 from pathlib import Path
 
+from dataclasses import fields
+
+from fercore.config import TrainConfig, add_arguments, config_from_args
 from fercore.labels import CLASS_NAMES, NUM_CLASSES, SPLIT_NAMES
 from fercore.runs import atomic_write
 
+# What resume may change (fercore.training.resumed_run): the total, where the data lives, and how it computes.
+RESUME_OPTIONS = ("epochs", "data", "threads", "device", "precision")
 EPILOG = "CHECKPOINT is a run folder (its best.pt) or a .pt file. With no --data, the shipped data/ file is used."
 
 
@@ -25,31 +30,15 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser("train", help="start a new training run", epilog=EPILOG)
-    train.add_argument("--data", help="fer2013.csv, train.csv, an image folder or .npz (default: shipped demo data)")
-    train.add_argument("--model", default="hw3", help="architecture name (see --list-models)")
-    train.add_argument("--epochs", type=int, default=10)
     train.add_argument("--out", required=True, help="run folder to create (holds last.pt, best.pt, history.json)")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--normalize", default="scale255", help="none, scale255 (/255), standardize, per_image")
-    train.add_argument("--augment", default="none",
-                       help="'none', 'homework', or e.g. 'flip=0.5,shift=0.1,rotate=10,zoom=0.1,erase=0.25'")
-    train.add_argument("--balance", default="none", help="none, weights (loss weights) or sampler (balanced batches)")
-    train.add_argument("--lr", type=float, default=1e-3)
-    train.add_argument("--batch-size", type=int, default=128)
-    train.add_argument("--schedule", default="constant", help="constant, cosine or onecycle")
-    train.add_argument("--weight-decay", type=float, default=0.0)
-    train.add_argument("--label-smoothing", type=float, default=0.0)
-    train.add_argument("--val-fraction", type=float, default=0.1,
-                       help="validation share when the data has no Usage column (seeded, stratified)")
+    add_arguments(train, [f.name for f in fields(TrainConfig)])
     _add_run_options(train)
 
     resume = commands.add_parser("resume", help="continue a run from its last.pt", epilog=EPILOG)
     resume.add_argument("run", metavar="DIR")
-    resume.add_argument("--epochs", type=int, help="the new total number of epochs")
-    resume.add_argument("--data", help="the data the run was trained on, if it moved")
+    # Left out, each keeps the run's recorded value: with the same threads and precision, resuming is bit-exact.
+    add_arguments(resume, RESUME_OPTIONS, keep_run_values=True)
     _add_run_options(resume)
-    # Resume keeps the run's own threads and device unless told otherwise: with the same threads it is bit-exact.
-    resume.set_defaults(threads=None, device=None)
 
     evaluate = commands.add_parser("evaluate", help="accuracy, per-class metrics, confusion matrix", epilog=EPILOG)
     evaluate.add_argument("checkpoint", metavar="CHECKPOINT")
@@ -57,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="PrivateTest", help=f"{', '.join(SPLIT_NAMES)} or all")
     evaluate.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    add_arguments(evaluate, ["precision"])
 
     predict = commands.add_parser("predict", help="write the course's submission file (id,label)", epilog=EPILOG)
     predict.add_argument("checkpoint", metavar="CHECKPOINT")
@@ -82,8 +72,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_run_options(parser) -> None:
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (leave one core for the app)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     parser.add_argument("--stop-after", type=int, help=argparse.SUPPRESS)  # stop after N epochs in total (tests)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -119,18 +107,11 @@ def epoch_line(r: dict, epochs: int) -> str:
 
 
 def cmd_train(args) -> int:
-    from fercore.training import TrainConfig, new_run
-    from fercore.transforms import AugmentConfig
+    from fercore.training import new_run
 
-    presets = {"none": AugmentConfig(), "": AugmentConfig(), "homework": AugmentConfig.homework()}
-    augment = presets.get(args.augment) or AugmentConfig.parse(args.augment)
-    config = TrainConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                         weight_decay=args.weight_decay, schedule=args.schedule,
-                         label_smoothing=args.label_smoothing, normalize=args.normalize,
-                         augment=augment.to_dict(), balance=args.balance, seed=args.seed, threads=args.threads,
-                         device=args.device, data=os.path.abspath(args.data) if args.data else None,
-                         val_fraction=args.val_fraction)
+    config = config_from_args(args)
     trainer = new_run(config, args.out, on_progress=progress_printer(args.quiet))
+    print(trainer.precision.describe(), flush=True)
     print(f"{trainer.split_note}; model {config.model} on {trainer.device}, {config.epochs} epochs -> {args.out}",
           flush=True)
     return run_to_end(trainer, args.stop_after)
@@ -139,14 +120,16 @@ def cmd_train(args) -> int:
 def cmd_resume(args) -> int:
     from fercore.training import resumed_run
 
-    overrides = {key: value for key, value in (("threads", args.threads), ("device", args.device)) if value}
-    if args.data:
-        overrides["data"] = os.path.abspath(args.data)
-    trainer = resumed_run(args.run, epochs=args.epochs, overrides=overrides, on_progress=progress_printer(args.quiet))
+    overrides = {name: getattr(args, name) for name in RESUME_OPTIONS if getattr(args, name) is not None}
+    epochs = overrides.pop("epochs", None)
+    if "data" in overrides:
+        overrides["data"] = os.path.abspath(overrides["data"])
+    trainer = resumed_run(args.run, epochs=epochs, overrides=overrides, on_progress=progress_printer(args.quiet))
     done, total = len(trainer.history), trainer.config.epochs
     if done >= total:
         print(f"{args.run} already has {done} of {total} epochs: pass --epochs N (the new total) to go on")
         return 0
+    print(trainer.precision.describe(), flush=True)
     print(f"resuming {args.run} at epoch {done + 1} of {total}; {trainer.split_note}", flush=True)
     return run_to_end(trainer, args.stop_after)
 
@@ -173,8 +156,9 @@ def _dataset_and_split(data, split_name):
 
 def summary(result, checkpoint: str) -> dict:
     """The evaluation as one JSON-able object (rows of `confusion` are true classes, columns predicted)."""
-    return {"checkpoint": checkpoint, "split": result.split or "all", "tta": result.tta, "n": len(result),
-            "accuracy": result.accuracy, "confusion": result.confusion.astype(int).tolist(),
+    return {"checkpoint": checkpoint, "split": result.split or "all", "tta": result.tta,
+            "computed_in": result.computed_in, "n": len(result), "accuracy": result.accuracy,
+            "confusion": result.confusion.astype(int).tolist(),
             "classes": list(CLASS_NAMES), "precision": result.precision.tolist(),
             "recall": result.recall.tolist(), "f1": result.f1.tolist(), "support": result.support.tolist()}
 
@@ -187,11 +171,11 @@ def cmd_evaluate(args) -> int:
     dataset, split = _dataset_and_split(args.data, args.split)
     if dataset.labels is None:
         raise ValueError(f"{dataset.source} has no labels: use `predict` for unlabeled data")
-    result = evaluate_checkpoint(loaded, dataset, split=split, tta=args.tta)
+    result = evaluate_checkpoint(loaded, dataset, split=split, tta=args.tta, precision=args.precision)
     if args.json:
         print(json.dumps(summary(result, loaded.path)))
         return 0
-    print(f"{loaded.path} on {dataset.source}\n{result.describe()}")
+    print(f"precision: {result.computed_in}\n{loaded.path} on {dataset.source}\n{result.describe()}")
     print()
     print(f"{'class':<9} {'precision':>9} {'recall':>7} {'f1':>6} {'support':>8}")
     for k in range(NUM_CLASSES):

@@ -81,6 +81,7 @@ class Evaluation:
     model_name: str = ""
     seconds: float = 0.0           # time the forward passes took when computed
     from_cache: bool = False
+    computed_in: str = "fp32"      # the forward passes' precision, fp32 or bf16 (not `precision`: per-class metric)
     _cache: dict = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
@@ -284,12 +285,15 @@ def _inference_copy(model: nn.Module) -> nn.Module:
 
 
 def predict_probabilities(model: nn.Module, normalizer: Callable, pixels: np.ndarray, *, tta: bool = False,
-                          batch_size: int = DEFAULT_BATCH_SIZE, threads: int | None = None) -> np.ndarray:
+                          batch_size: int = DEFAULT_BATCH_SIZE, threads: int | None = None,
+                          precision: str = "fp32") -> np.ndarray:
     """Softmax probabilities, float32 (N, 7), for uint8 faces (N, 48, 48).
 
     normalizer maps a uint8 tensor (B, 48, 48) to the model's float input (B, 1, 48, 48). With tta the
-    probabilities are the mean over each image and its horizontal mirror.
+    probabilities are the mean over each image and its horizontal mirror. precision: fp32 or bf16 (autocast).
     """
+    from fercore.precision import PrecisionChoice, autocast
+
     pixels = np.asarray(pixels)
     out = np.empty((len(pixels), NUM_CLASSES), dtype=np.float32)
     fast = _inference_copy(model)
@@ -298,9 +302,10 @@ def predict_probabilities(model: nn.Module, normalizer: Callable, pixels: np.nda
             batch = torch.from_numpy(np.ascontiguousarray(pixels[start:start + batch_size]))
             x = normalizer(batch).float().contiguous(memory_format=torch.channels_last)
             mirror = torch.flip(x, dims=[3]).contiguous(memory_format=torch.channels_last) if tta else None
-            probs = torch.softmax(fast(x), dim=1)
-            if tta:
-                probs = 0.5 * (probs + torch.softmax(fast(mirror), dim=1))
+            with autocast(x.device, PrecisionChoice(precision, "")):
+                probs = torch.softmax(fast(x).float(), dim=1)
+                if tta:
+                    probs = 0.5 * (probs + torch.softmax(fast(mirror).float(), dim=1))
             out[start:start + len(batch)] = probs.numpy()
     return out
 
@@ -354,7 +359,7 @@ def _split_rows(dataset, split) -> tuple[np.ndarray, str | None]:
 
 def evaluate(model: nn.Module, normalizer: Callable, dataset, *, split=None, tta: bool = False,
              batch_size: int = DEFAULT_BATCH_SIZE, cache_key: str | None = None, cache_dir=None,
-             threads: int | None = None, model_name: str = "") -> Evaluation:
+             threads: int | None = None, model_name: str = "", precision: str = "auto") -> Evaluation:
     """Evaluate `model` on a FerDataset (all rows, or one `split`: a name or code).
 
     normalizer: uint8 tensor (B, 48, 48) -> float (B, 1, 48, 48), e.g. a fercore.transforms.Normalizer.
@@ -362,16 +367,22 @@ def evaluate(model: nn.Module, normalizer: Callable, dataset, *, split=None, tta
     cache_dir (default: $FERCORE_CACHE_DIR or ~/.cache/fercore) per (key, data fingerprint, split, tta), and an
     unreadable or mismatching cache file is recomputed. Without it nothing is cached.
     threads: torch threads for this call (restored after); None keeps the current setting.
+    precision: auto, fp32 or bf16, as fercore.precision.choose_precision decides on the model's device.
     """
+    from fercore.precision import choose_precision
+
+    computes_in = choose_precision(precision, next(model.parameters()).device).name
     rows, split_name = _split_rows(dataset, split)
     labels = None if dataset.labels is None else np.asarray(dataset.labels, dtype=np.int64)[rows]
     fingerprint = dataset.fingerprint()
     common = dict(labels=labels, rows=rows, tta=bool(tta), data_fingerprint=fingerprint, split=split_name,
-                  model_key=cache_key, model_name=model_name)
+                  model_key=cache_key, model_name=model_name, computed_in=computes_in)
 
     path = meta = None
     if cache_key is not None:
         meta = cache_meta(cache_key, fingerprint, split_name, tta)
+        if computes_in != "fp32":  # fp32 results keep the cache files they had before precision was a choice
+            meta["precision"] = computes_in
         path = cache_path(runs.cache_dir() if cache_dir is None else cache_dir, meta)
         cached = _read_cache(path, meta, len(rows)) if path.is_file() else None
         if cached is not None:
@@ -380,7 +391,7 @@ def evaluate(model: nn.Module, normalizer: Callable, dataset, *, split=None, tta
 
     started = time.perf_counter()
     probs = predict_probabilities(model, normalizer, np.asarray(dataset.pixels)[rows], tta=tta,
-                                  batch_size=batch_size, threads=threads)
+                                  batch_size=batch_size, threads=threads, precision=computes_in)
     seconds = time.perf_counter() - started
     if path is not None:
         try:
@@ -391,11 +402,12 @@ def evaluate(model: nn.Module, normalizer: Callable, dataset, *, split=None, tta
 
 
 def evaluate_checkpoint(loaded, dataset, *, split=None, tta: bool = False, batch_size: int = DEFAULT_BATCH_SIZE,
-                        cache_dir=None, use_cache: bool = True, threads: int | None = None) -> Evaluation:
+                        cache_dir=None, use_cache: bool = True, threads: int | None = None,
+                        precision: str = "auto") -> Evaluation:
     """evaluate() for a fercore.checkpoints.LoadedModel, cached under its content key."""
     return evaluate(loaded.model, loaded.normalizer, dataset, split=split, tta=tta, batch_size=batch_size,
                     cache_key=loaded.key if use_cache and loaded.key else None, cache_dir=cache_dir,
-                    threads=threads, model_name=loaded.model_name)
+                    threads=threads, model_name=loaded.model_name, precision=precision)
 
 
 def predict_checkpoint(loaded, dataset, *, tta: bool = False, batch_size: int = DEFAULT_BATCH_SIZE,

@@ -15,10 +15,11 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 # Torch-free on purpose: the Train page lists and starts runs without loading torch; the child process loads it.
+from fercore.config import TrainConfig, config_argv
 from fercore.runs import JOB_FILE, LOCK_FILE, LOG_FILE, PROGRESS_FILE, read_json, run_history, write_json
 
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -97,9 +98,10 @@ def _lower_priority(pid: int) -> None:
         pass
 
 
-def start_training(run_dir, train_args: list[str], threads: int = 1) -> int:
-    """A new run in `run_dir` (train_args are `train` options without --out)."""
-    return start(run_dir, "train", [*train_args, "--out", str(run_dir)], threads)
+def start_training(run_dir, config: TrainConfig, threads: int = 1) -> int:
+    """A new run of `config` in `run_dir`, with `threads` torch threads whatever config.threads says."""
+    args = config_argv(replace(config, threads=threads))
+    return start(run_dir, "train", [*args, "--out", str(run_dir)], threads)
 
 
 def start_resume(run_dir, epochs: int | None = None, threads: int = 1, data: str | None = None) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -17,51 +17,13 @@ import torch
 from torch import nn
 
 from fercore import checkpoints
+from fercore.config import BALANCE_MODES, SCHEDULES, TrainConfig  # noqa: F401 -- TrainConfig's home is fercore.config
 from fercore.data import DataError, FerDataset, load_dataset
 from fercore.labels import PRIVATE_TEST, PUBLIC_TEST, SPLIT_NAMES, TRAINING
 from fercore.models import build_model
+from fercore.precision import autocast, choose_precision
 from fercore.runs import BEST, CONFIG_FILE, HISTORY_FILE, LAST, PROGRESS_FILE, can_resume, write_json
 from fercore.transforms import AugmentConfig, Normalizer, augment_batch, balanced_sample_weights, class_weights
-
-SCHEDULES = ("constant", "cosine", "onecycle")
-BALANCE_MODES = ("none", "weights", "sampler")
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a run. Defaults follow the homework: Adam, lr 1e-3, batch 128, /255."""
-
-    model: str = "hw3"
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    schedule: str = "constant"
-    label_smoothing: float = 0.0
-    normalize: str = "scale255"
-    augment: dict = field(default_factory=dict)
-    balance: str = "none"
-    seed: int = 0
-    threads: int = 2
-    device: str = "auto"
-    data: str | None = None  # None: the shipped PublicTest+PrivateTest file (demo mode)
-    val_fraction: float = 0.1
-
-    def validate(self) -> None:
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}: choose one of {', '.join(SCHEDULES)}")
-        if self.balance not in BALANCE_MODES:
-            raise ValueError(f"unknown balance {self.balance!r}: choose one of {', '.join(BALANCE_MODES)}")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError("epochs and batch size must be at least 1 and lr above 0")
-        build_model(self.model)  # raises a ValueError naming the known models
-        AugmentConfig.from_dict(self.augment)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
-
 
 @dataclass
 class Progress:
@@ -96,6 +58,11 @@ def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
             return config.lr * (1 / 25 + (1 - 1 / 25) * 0.5 * (1 - math.cos(math.pi * t / warm)))
         return config.lr * (1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * (t - warm) / (1 - warm))))
     return config.lr
+
+
+def has_training_split(dataset: FerDataset) -> bool:
+    """Whether the data has Training rows; without them (the shipped file) a run is only split_roles' demo."""
+    return bool((dataset.split == TRAINING).any())
 
 
 def split_roles(dataset: FerDataset) -> tuple[FerDataset, FerDataset, str]:
@@ -135,6 +102,7 @@ class Trainer:
         self.device = pick_device(config.device)
         if self.device.type == "cuda":  # fixed input shapes: let cuDNN pick its fastest convolution algorithms
             torch.backends.cudnn.benchmark = True
+        self.precision = choose_precision(config.precision, self.device)
         self.dataset = dataset if dataset is not None else load_dataset(config.data, val_fraction=config.val_fraction,
                                                                          seed=config.seed)
         self.train_set, self.val_set, self.split_note = split_roles(self.dataset)
@@ -169,6 +137,10 @@ class Trainer:
             else:
                 self.split_note += "; this checkpoint has no optimizer state, so Adam's moments start afresh"
             self.history = list(state["history"])
+            trained_in = state.get("precision", "fp32")  # checkpoints from before precision was recorded: fp32
+            if trained_in != self.precision.name:
+                self.split_note += (f"; trained in {trained_in} so far, continuing in {self.precision.name} "
+                                    "(not bit-identical to a run that stayed in one precision)")
             self.best_val_acc = max((h["val_acc"] for h in self.history), default=-1.0)
 
     @property
@@ -203,8 +175,9 @@ class Trainer:
             x = augment_batch(self.normalizer(self.train_x[idx]), self.augment, aug_generator)
             x = x.contiguous(memory_format=torch.channels_last)
             y = self.train_y[idx]
-            logits = self.model(x)
-            loss = self.loss_fn(logits, y)
+            with autocast(self.device, self.precision):  # the weights and Adam's state stay fp32
+                logits = self.model(x)
+                loss = self.loss_fn(logits.float(), y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -226,7 +199,8 @@ class Trainer:
         for i in range(0, len(self.val_x), batch_size):
             x = self.normalizer(self.val_x[i:i + batch_size]).contiguous(memory_format=torch.channels_last)
             y = self.val_y[i:i + batch_size]
-            logits = self.model(x)
+            with autocast(self.device, self.precision):
+                logits = self.model(x).float()
             total += loss_fn(logits, y).item()
             correct += (logits.argmax(1) == y).sum().item()
         return total / len(self.val_x), correct / len(self.val_x)
@@ -252,7 +226,8 @@ class Trainer:
                 "scheduler_state": {"schedule": self.config.schedule, "step": len(self.history) * self.steps_per_epoch},
                 "epoch": len(self.history), "history": self.history, "config": asdict(self.config),
                 "normalizer": self.normalizer.to_dict(), "data_fingerprint": self.fingerprint,
-                "rng_state": {"torch": torch.get_rng_state()}, "split_note": self.split_note}
+                "rng_state": {"torch": torch.get_rng_state()}, "split_note": self.split_note,
+                "precision": self.precision.name}
 
     def fit(self, stop_after: int | None = None) -> list[dict]:
         """Train from the current epoch to config.epochs (or stop after `stop_after` epochs in total)."""
@@ -286,14 +261,15 @@ def new_run(config: TrainConfig, run_dir, *, dataset: FerDataset | None = None, 
 def resumed_run(run_dir, *, epochs: int | None = None, overrides: dict | None = None,
                 dataset: FerDataset | None = None, on_progress=None) -> Trainer:
     """A Trainer restored from a run folder's last.pt. `epochs` is the new total; `overrides` may change
-    where the data lives, the threads or the device (nothing that would change the result)."""
+    where the data lives, the threads, the device or the precision (on the same machine, threads and precision,
+    the result is bit-identical to a run never stopped)."""
     run_dir = Path(run_dir)
     state = checkpoints.read_checkpoint(run_dir / LAST)
     config = TrainConfig.from_dict(state["config"])
     if epochs is not None:
         config.epochs = epochs
     for key, value in (overrides or {}).items():
-        if key not in ("data", "threads", "device"):
+        if key not in ("data", "threads", "device", "precision"):
             raise ValueError(f"resume cannot change {key!r}: start a new run instead")
         setattr(config, key, value)
     return Trainer(run_dir, config, state=state, dataset=dataset, on_progress=on_progress)

@@ -14,9 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fercore.config import NORMALIZE_MODES  # noqa: F401 -- the choices live with TrainConfig's other settings
 from fercore.labels import NUM_CLASSES
-
-NORMALIZE_MODES = ("none", "scale255", "standardize", "per_image")
 
 # per_image: an almost flat image is divided by at least one grey level, not blown up to noise.
 _MIN_IMAGE_STD = 1.0
@@ -132,19 +131,17 @@ class AugmentConfig:
 
     @classmethod
     def parse(cls, text: str) -> "AugmentConfig":
-        """'flip=0.5,shift=0.1,rotate=10,zoom=0.1,erase=0.25'. '' or 'none' is no augmentation,
-        'homework' the homework's."""
+        """'flip=0.5,shift=0.1,rotate=10,zoom=0.1,erase=0.25', or a name of AUGMENT_PRESETS ('' is 'none')."""
         text = (text or "").strip()
-        if text.lower() in ("", "none", "off"):
-            return cls()
-        if text.lower() == "homework":
-            return cls.homework()
+        preset = AUGMENT_PRESETS.get(text.lower() or "none")
+        if preset is not None:
+            return preset()
         values: dict[str, float] = {}
         for item in text.split(","):
             key, sep, value = (part.strip() for part in item.partition("="))
             if key not in _AUGMENT_LIMITS:
                 raise ValueError(f"unknown augmentation {key!r} in {text!r}: known are {', '.join(_AUGMENT_LIMITS)}"
-                                 " (or 'none', 'homework')")
+                                 f" (or {', '.join(map(repr, AUGMENT_PRESETS))})")
             if not sep or not value:
                 raise ValueError(f"augmentation {key!r} needs a strength, e.g. {key}=0.1")
             if key in values:
@@ -178,6 +175,10 @@ class AugmentConfig:
         if unknown:
             raise ValueError(f"unknown augmentations {sorted(unknown)}: known are {', '.join(_AUGMENT_LIMITS)}")
         return cls(**d)
+
+
+# Named augmentations, wherever an augmentation is given as text (command line, Train page, recipes).
+AUGMENT_PRESETS = {"none": AugmentConfig, "off": AugmentConfig, "homework": AugmentConfig.homework}
 
 
 def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:

@@ -16,7 +16,9 @@ from fercore.data import load_dataset
 from fercore.labels import CLASS_NAMES, PRIVATE_TEST, PUBLIC_TEST
 
 from fixtures import learnable_faces, tiny_fer_csv, wait_until, write_course_test_csv
-from ui import keys, nav, threads
+from fercore.training import TrainConfig
+from ui import keys, nav, runs, threads
+from ui.settings import JOB_THREADS
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = str(ROOT / "dashboard.py")
@@ -325,6 +327,69 @@ def test_train_page_starts_refuses_a_second_start_follows_resumes_and_stops(env,
     finally:
         jobs.stop(run_dir)
         torch.set_num_threads(1)
+
+
+def form_widget(at: AppTest, key: str):
+    """The new-run form's widget with this key, whatever its kind."""
+    for kind in ("selectbox", "number_input", "text_input"):
+        found = [w for w in at.get(kind) if w.key == key]
+        if found:
+            return found[0]
+    raise AssertionError(f"no widget {key!r} on the page")
+
+
+def shown_form(at: AppTest) -> dict:
+    return {key: form_widget(at, key).value for key in runs.FORM_KEYS.values()}
+
+
+def test_train_page_recipes_fill_the_form_and_start_exactly_their_config(env, tmp_path):
+    from fercore.config import DEFAULT_RECIPE, RECIPES
+
+    data = tiny_fer_csv(tmp_path, n_train=70, n_val=35)
+    at = open_app(nav.TRAIN, **{keys.DATA_MODE: "path", keys.DATA_PATH: str(data)})
+    # what the page shows first is fercore's default recipe, the class demo
+    assert at.selectbox(key="w_train_recipe").value == DEFAULT_RECIPE == "demo"
+    assert shown_form(at) == runs.form_values(RECIPES["demo"].config())
+    assert form_widget(at, "w_train_model").value == "fernet" and form_widget(at, "w_train_lr").value == 3e-3
+    assert RECIPES["demo"].expect in texts(at) and "60.3%" in texts(at)
+    assert "needs your own" not in texts(at)  # this data has a Training split
+    assert "auto means fp32" in texts(at) or "auto means bf16" in texts(at)
+
+    for name, recipe in RECIPES.items():
+        at.selectbox(key="w_train_recipe").set_value(name).run()
+        assert not at.exception and shown_form(at) == runs.form_values(recipe.config()), name
+        assert recipe.expect in texts(at)
+    assert form_widget(at, "w_train_epochs").value == 10 == TrainConfig().epochs  # Custom: fercore's defaults
+
+    at.selectbox(key="w_train_recipe").set_value("homework").run()
+    assert form_widget(at, "w_train_augment").value == "flip=0.5,shift=0.1,rotate=10,zoom=0.1"
+    at.number_input(key="w_train_epochs").set_value(1)  # the homework's recipe, one epoch of it
+    at.text_input(key="w_train_name").set_value("homework-1")
+    at.button(key="FormSubmitter:new_run-Start training").click().run()
+    run_dir = env["runs"] / "homework-1"
+    try:
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        assert wait_until(lambda: (run_dir / "config.json").exists()), jobs.status(run_dir).log_tail
+    finally:
+        jobs.stop(run_dir)
+    started = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    assert started == RECIPES["homework"].config(epochs=1, data=str(data), threads=JOB_THREADS)
+
+
+def test_train_page_says_a_real_run_needs_the_users_data(env):
+    at = open_app(nav.TRAIN, **{keys.DATA_MODE: "default"})
+    assert not at.exception and "needs your own `fer2013.csv`" in texts(at)
+    assert "A file or folder on this computer" in texts(at)
+
+
+def test_train_page_shows_a_bad_augmentation_in_a_red_box(env, tmp_path):
+    data = tiny_fer_csv(tmp_path, n_train=70, n_val=35)
+    at = open_app(nav.TRAIN, **{keys.DATA_MODE: "path", keys.DATA_PATH: str(data)})
+    at.text_input(key="w_train_augment").set_value("wobble=3")
+    at.text_input(key="w_train_name").set_value("wobbly")
+    at.button(key="FormSubmitter:new_run-Start training").click().run()
+    assert not at.exception and any("wobble" in e.value for e in at.error)
+    assert not (env["runs"] / "wobbly").exists()
 
 
 def test_train_page_refuses_unlabeled_data_before_starting(env, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,6 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from fercore import jobs
+from fercore.config import TrainConfig, config_argv, config_from_args
+from fercore.cli import build_parser
 
 from fixtures import ROOT, tiny_fer_csv, wait_until
 
@@ -21,7 +24,7 @@ def data(tmp_path):
 
 
 def train_args(data, epochs=50):
-    return ["--data", str(data), "--epochs", str(epochs), "--batch-size", "16", "--model", "hw3"]
+    return TrainConfig(data=str(data), epochs=epochs, batch_size=16, model="hw3")
 
 
 def test_start_status_refuse_second_and_stop(tmp_path, data):
@@ -83,3 +86,20 @@ def test_jobs_and_run_files_load_without_torch():
     """The Train page lists, starts and follows runs before torch loads; only the child process needs it."""
     check = "import sys, fercore.jobs, fercore.runs, ui.runs; assert 'torch' not in sys.modules, 'torch was imported'"
     subprocess.run([sys.executable, "-c", check], cwd=ROOT, check=True)
+
+
+def test_a_job_runs_exactly_the_config_it_was_given(tmp_path, data):
+    """The job's command line is built from the config, and parses back to the same config."""
+    config = TrainConfig(model="fernet", epochs=7, batch_size=24, lr=3e-3, weight_decay=1e-4, schedule="onecycle",
+                         label_smoothing=0.1, normalize="per_image", balance="sampler", seed=5, precision="fp32",
+                         augment={"flip": 0.5, "shift": 0.1, "rotate": 0.0, "zoom": 0.0, "erase": 0.25},
+                         data=str(data), val_fraction=0.2, threads=1)
+    parsed = config_from_args(build_parser().parse_args(["train", *config_argv(config), "--out", "x"]))
+    assert parsed == config
+    run = tmp_path / "exact"
+    jobs.start_training(run, config)
+    try:
+        assert wait_until(lambda: (run / "config.json").exists()), jobs.status(run).log_tail
+    finally:
+        jobs.stop(run)
+    assert TrainConfig.from_dict(json.loads((run / "config.json").read_text())) == config

@@ -1,10 +1,11 @@
-"""Run folders as the Train page sees them: listing, the arguments of a new run, progress in words."""
+"""Run folders as the Train page sees them: listing, the new-run form as a TrainConfig, progress in words."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
+from fercore.config import TrainConfig, augment_text, default, parse_augment
 from fercore.runs import started_runs
 from ui import settings, sources
 
@@ -32,12 +33,36 @@ def default_run_name(model: str) -> str:
     return f"{model}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def train_args(*, model: str, epochs: int, lr: float, batch_size: int, normalize: str, augment: str,
-               balance: str, schedule: str, seed: int, data_args: list[str]) -> list[str]:
-    """`python -m fercore train` options (fercore.jobs adds --out, --threads and --quiet)."""
-    return [*data_args, "--model", model, "--epochs", str(epochs), "--lr", repr(float(lr)),
-            "--batch-size", str(batch_size), "--normalize", normalize, "--augment", augment or "none",
-            "--balance", balance, "--schedule", schedule, "--seed", str(seed)]
+# The new-run form's widget for each TrainConfig field it shows (the rest keep TrainConfig's defaults).
+FORM_KEYS = {"model": "w_train_model", "epochs": "w_train_epochs", "batch_size": "w_train_batch", "lr": "w_train_lr",
+             "schedule": "w_train_schedule", "weight_decay": "w_train_wd", "label_smoothing": "w_train_smoothing",
+             "normalize": "w_train_normalize", "balance": "w_train_balance", "augment": "w_train_augment",
+             "seed": "w_train_seed", "precision": "w_train_precision"}
+
+
+def form_values(config: TrainConfig) -> dict:
+    """Widget key -> value that shows `config` in the new-run form (the augmentation as its text)."""
+    return {key: augment_text(config.augment) if name == "augment" else getattr(config, name)
+            for name, key in FORM_KEYS.items()}
+
+
+def form_config(values: dict, data: str | None) -> TrainConfig:
+    """The TrainConfig of the new-run form's widget values (by key), on `data` (None: the shipped file)."""
+    chosen = {name: values[key] for name, key in FORM_KEYS.items()}
+    chosen["augment"] = parse_augment(str(chosen["augment"]).strip())
+    for name in ("epochs", "batch_size", "seed"):  # number inputs hand back what they were given
+        chosen[name] = int(chosen[name])
+    return TrainConfig(**chosen, data=data)
+
+
+def auto_precision_note() -> str:
+    """What precision `auto` picks for a run started here, and why."""
+    from fercore.precision import choose_precision
+    from fercore.training import pick_device
+
+    device = pick_device(default("device"))
+    choice = choose_precision("auto", device)
+    return f"auto means {choice.name} on this computer's {device.type.upper()}: {choice.reason}."
 
 
 def progress_fraction(progress: dict) -> float:
