@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fercore import runs
+from fercore.runs import BEST, LAST
 from fercore.labels import CLASS_NAMES
 
 NOT_RECORDED = "not recorded"
@@ -143,7 +143,7 @@ def best_val_acc(history: list[dict]) -> float:
 def run_label(path: str) -> str:
     """'checkpoints/hw3/last.pt' -> 'hw3' (a run folder's checkpoint goes by its folder), 'x/model.pt' -> 'model'."""
     p = Path(path)
-    return p.parent.name if p.name in (runs.BEST, runs.LAST) and p.parent.name else p.stem
+    return p.parent.name if p.name in (BEST, LAST) and p.parent.name else p.stem
 
 
 # ----------------------------------------------------------------------------------------------------------------
