@@ -81,15 +81,6 @@ def hw3_nobn() -> nn.Sequential:
     return hw3(batchnorm=False)
 
 
-def hw3_param_count() -> int:
-    """hw3's parameter count from its layer shapes (weights + biases, BN gamma/beta), for the README and tests."""
-    conv = lambda cin, cout: 9 * cin * cout + cout
-    bn = lambda c: 2 * c
-    flat = 128 * (IMAGE_SIZE // 4) ** 2
-    return (conv(1, 64) + bn(64) + conv(64, 64) + conv(64, 128) + bn(128) + conv(128, 128)
-            + flat * 128 + 128 + bn(128) + 128 * NUM_CLASSES + NUM_CLASSES)
-
-
 def _vgg(stages: list[list[int]], dropout: float, stem_stride: int = 1) -> nn.Sequential:
     """A plain VGG-style net: stages of conv3x3-BN-ReLU, 2x2 max pooling between stages, global average pooling,
     dropout and one linear classifier. Layers are numbered through the whole net (conv1, bn1, relu1, conv2, ...).
