@@ -292,11 +292,11 @@ def q3_confusion(evaluation, model_name: str, split: str) -> str:
     rows = [{"class": r["cls"], "precision": r["precision"], "recall": r["recall"], "F1": r["f1"],
              "images": r["support"]} for r in evaluation.per_class()]
     return "\n".join([
-        paragraph(f"{model_name} on {split}: {evaluation.n:,} images, accuracy {evaluation.accuracy:.1%}, macro F1 "
+        paragraph(f"{model_name} on {split}: {len(evaluation):,} images, accuracy {evaluation.accuracy:.1%}, macro F1 "
                   f"{evaluation.macro_f1:.3f}, {evaluation.tta_note}."),
         f"<p><b>{escape(most_confused(evaluation.confusion).sentence())}</b></p>",
-        paragraph(f"Disgust is rare: {support:,} of {evaluation.n:,} images ({support / max(evaluation.n, 1):.1%}),"
-                  f" recall {evaluation.recall[disgust]:.0%}."),
+        paragraph(f"Disgust is rare: {support:,} of {len(evaluation):,} images "
+                  f"({support / max(len(evaluation), 1):.1%}), recall {evaluation.recall[disgust]:.0%}."),
         "<h3>Confusion matrix (rows true, columns predicted)</h3>", confusion_table(evaluation.confusion),
         "<h3>Per class</h3>", table(rows),
     ])
@@ -482,7 +482,7 @@ def html_document(loaded, dataset, evaluation, split: str, sections: list[str]) 
     """The sections in one HTML document with its title, what it was computed on, and the inline CSS."""
     title = f"{loaded.model_name}: the homework's five questions"
     where = (f"Checkpoint {loaded.path} ({loaded.epoch} epochs); data {dataset.source or '(in memory)'}, split "
-             f"{split} ({evaluation.n:,} images); {evaluation.tta_note}.")
+             f"{split} ({len(evaluation):,} images); {evaluation.tta_note}.")
     contents = "".join(f'<li><a href="#{key}">{escape(name)}</a></li>' for key, name in SECTIONS.items())
     return "\n".join([
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
