@@ -116,4 +116,41 @@ with shown_errors("compute the saliency map"):
     else:
         right.caption("No FER+ votes for this data (the shipped file and fer2013.npz carry them).")
 
+
+# ------------------------------------------------------------------------------------------------ occlusion
+
+from fercore import occlusion  # noqa: E402
+
+REGION_NAMES = {**{name: name.capitalize() for name in occlusion.REGIONS}, "free": "A rectangle"}
+
+st.subheader("Occlusion: cover part of the face, what changes?")
+o1, o2, o3 = st.columns([1, 1.2, 1.8])
+patch = o1.slider("Patch", 2, 24, occlusion.DEFAULT_PATCH, 1, format="%d px", key=keys.OCCLUSION_PATCH,
+                  persist_state="session", help="The side of the grey square slid over the face")
+stride = o1.slider("Stride", 1, 12, occlusion.DEFAULT_STRIDE, 1, format="%d px", key=keys.OCCLUSION_STRIDE,
+                   persist_state="session", help="How far the square moves between positions")
+with shown_errors("compute the occlusion map"):
+    drops = analysis.occlusion(scope, index, target, patch, stride)
+    o2.image(render.upscale(render.signed_heatmap(drops), 6), caption="Occlusion map", width="stretch")
+    o3.caption(f"Each pixel: the mean drop in the target's probability (the page's target: {TARGETS[target.mode]}) "
+               f"over the {patch}x{patch} px grey squares covering it, every {stride} px. Red: covering it lowers "
+               f"the probability (by up to {max(drops.max(), 0):.0%} here), blue: raises it (by up to "
+               f"{max(-drops.min(), 0):.0%}), white: no change; one colour scale, symmetric about 0.")
+
+st.markdown("**Cover a region**")
+r1, r2, r3 = st.columns([1, 1.2, 1.8])
+region = r1.radio("Region", list(REGION_NAMES), format_func=REGION_NAMES.get, key=keys.COVER_REGION,
+                  persist_state="session")
+if region == "free":
+    top, bottom = r1.slider("Rows", 0, IMAGE_SIZE, occlusion.REGIONS["mouth"][::2], key=keys.COVER_ROWS,
+                            persist_state="session", help="From the top row to the bottom one (exclusive)")
+    left, right = r1.slider("Columns", 0, IMAGE_SIZE, occlusion.REGIONS["mouth"][1::2], key=keys.COVER_COLUMNS,
+                            persist_state="session", help="From the left column to the right one (exclusive)")
+    region = (top, left, bottom, right)
+with shown_errors("cover the region"):
+    face, before, after = analysis.covered(scope, index, region)
+    r2.image(render.upscale(face, 6), caption="Covered with the face's mean grey", width="stretch")
+    r3.plotly_chart(render.probability_bars(before, title="Before"), key="inspect_cover_before")
+    r3.plotly_chart(render.probability_bars(after, title="After"), key="inspect_cover_after")
+
 st.page_link(nav.CONFUSION, label="Back to the confusion matrix", icon=":material/grid_on:")

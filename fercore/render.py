@@ -550,3 +550,12 @@ def kernel_grid(kernels, limit: float | None = None, ncols: int = 8, pixel: int 
     tiles = diverging(weights, limit if limit > 0 else 1.0)  # all zero: everything white
     blocks = np.stack([upscale(tile, pixel) for tile in tiles])  # enlarge the weights, not the gaps between them
     return grid(blocks, ncols=ncols, pad=pad, normalize_each=False, pad_value=KERNEL_PAD_GREY)
+
+
+def signed_heatmap(values, limit: float | None = None) -> np.ndarray:
+    """A signed map (an occlusion map's probability drops) as (H, W, 3) uint8 on `diverging`'s scale: red where
+    the value is positive, blue negative, white 0. limit None: the map's largest |value|, so both signs keep their
+    meaning (a min-max scaling would paint a zero drop half-red)."""
+    values = np.asarray(_numpy(values), dtype=np.float64)
+    limit = float(np.abs(values).max()) if limit is None else float(limit)
+    return diverging(values, limit if limit > 0 else 1.0)  # all zero: everything white

@@ -167,7 +167,7 @@ def test_inspect_page_draws_heatmap_mask_and_bars_for_every_method(env, method):
     captions = [c for image in at.image for c in image.captions]
     assert ["Original", "Heatmap", "Mask", "Overlay"] == captions[:4]
     assert at.session_state["w_inspect_index"] == 5
-    assert len(at.get("plotly_chart")) == 2  # probabilities and FER+ votes
+    assert len(at.get("plotly_chart")) == 4  # probabilities, FER+ votes, a covered face's before and after
     assert len(at.get("download_button")) == 1
 
 

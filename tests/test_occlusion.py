@@ -13,6 +13,8 @@ from fercore.labels import PUBLIC_TEST, TRAINING
 from fercore.occlusion import (REGIONS, cover, covered_prediction, occlusion_map, patch_masks, patch_positions,
                                region_box)
 
+from test_app import classroom, env  # noqa: F401 -- the App tests' trained checkpoint and data, as fixtures
+
 SMILE, BLANK = 3, 0  # Happy when the mouth box is bright, Angry when it is noise like the rest
 
 
@@ -139,3 +141,59 @@ def test_bad_patch_settings_and_fills_are_clear_errors():
         patch_positions(48, 8, 0)
     with pytest.raises(ValueError, match="grey level must be 0..255"):
         cover(np.zeros((48, 48), np.uint8), "eyes", fill=300)
+
+
+# ------------------------------------------------------------------------------------------ the Inspect page
+
+def bar_heights(at, title: str) -> np.ndarray:
+    """The bar heights of the page's Plotly chart titled `title` (Plotly ships arrays base64-encoded)."""
+    import base64
+    import json
+
+    for chart in at.get("plotly_chart"):
+        spec = json.loads(chart.proto.spec)
+        if (spec["layout"].get("title") or {}).get("text") == title:
+            y = spec["data"][0]["y"]
+            return np.frombuffer(base64.b64decode(y["bdata"]), dtype=y["dtype"]) if isinstance(y, dict) else np.array(y)
+    raise AssertionError(f"no chart titled {title!r}")
+
+
+def test_inspect_page_shows_the_occlusion_map_and_a_covered_faces_probabilities(env):
+    from fercore import occlusion
+    from fercore.data import load_dataset as load
+    from test_app import on_data, open_app
+    from ui import keys, nav
+
+    at = open_app(nav.INSPECT, **on_data(env, **{keys.IMAGE: 4}))
+    captions = [c for image in at.image for c in image.captions]
+    assert {"Occlusion map", "Covered with the face's mean grey"} <= set(captions)
+    assert at.slider(key=keys.OCCLUSION_PATCH).value == occlusion.DEFAULT_PATCH  # the library's defaults
+    assert at.slider(key=keys.OCCLUSION_STRIDE).value == occlusion.DEFAULT_STRIDE
+
+    loaded = load_model(env["checkpoint"])
+    face = load(env["data"]).select_split("PrivateTest").pixels[4]
+    for region in occlusion.REGIONS:
+        at.radio(key=keys.COVER_REGION).set_value(region).run()
+        assert not at.exception, region
+        before, after = covered_prediction(loaded, face, region)
+        np.testing.assert_allclose(bar_heights(at, "Before"), before, atol=1e-5)
+        np.testing.assert_allclose(bar_heights(at, "After"), after, atol=1e-5)
+
+    at.radio(key=keys.COVER_REGION).set_value("free").run()
+    at.slider(key=keys.COVER_ROWS).set_value((20, 20)).run()  # an empty rectangle: a red box, the page stays up
+    assert not at.exception
+    assert any("not a non-empty rectangle" in e.value for e in at.error)
+    at.slider(key=keys.OCCLUSION_PATCH).set_value(12).run()
+    at.slider(key=keys.OCCLUSION_STRIDE).set_value(6).run()
+    assert not at.exception and "12x12 px grey squares" in "\n".join(c.value for c in at.caption)
+
+
+def test_signed_heatmap_is_white_at_zero_red_for_a_drop_blue_for_a_gain_on_one_symmetric_scale():
+    from fercore.render import signed_heatmap
+
+    picture = signed_heatmap(np.array([[0.0, 0.2, -0.1, -0.2]]))
+    white, red, light_blue, blue = picture[0].astype(int)
+    assert picture.shape == (1, 4, 3) and picture.dtype == np.uint8
+    assert (white == 255).all() and red[0] > red[2] and blue[2] > blue[0]
+    assert light_blue.sum() > blue.sum()  # half the drop, half as dark: the scale is the largest |value|
+    assert (signed_heatmap(np.zeros((48, 48))) == 255).all()

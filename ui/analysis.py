@@ -361,3 +361,43 @@ def report_html(s: Scope, image_index: int) -> str:
     `image_index` of the split (keys.IMAGE) in questions 4 and 5: one self-contained HTML string, built once per
     server (ValueError for an unlabeled data set or a face outside the split)."""
     return _report_html((*s.key, s.checkpoint), s, int(image_index))
+
+
+# ----------------------------------------------------------------------------------------------------- occlusion
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def _occlusion(key: tuple, _s: Scope, index: int, target: TargetSpec, patch: int, stride: int) -> np.ndarray:
+    from fercore.occlusion import occlusion_map
+
+    loaded, data = _loaded(_s), _images(_s)
+    if not 0 <= index < len(data):
+        raise ValueError(f"image {index} is not in this split ({len(data)} images)")
+    label = None if data.labels is None else int(data.labels[index])
+    use_app_threads()  # one face, but ~120 occluded copies of it in one batch
+    with loaders.model_lock(loaded):
+        return occlusion_map(loaded.model, loaded.preprocess(data.pixels[index:index + 1]), target.build(label),
+                             patch=patch, stride=stride)[0]
+
+
+def occlusion(s: Scope, index: int, target: TargetSpec, patch: int, stride: int) -> np.ndarray:
+    """fercore.occlusion.occlusion_map of image `index` of the split: (48, 48) drops of the target's probability."""
+    return _occlusion((*s.key, s.checkpoint), s, int(index), target, int(patch), int(stride))
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _covered(key: tuple, _s: Scope, index: int, region) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from fercore.occlusion import cover, covered_prediction
+
+    loaded, data = _loaded(_s), _images(_s)
+    if not 0 <= index < len(data):
+        raise ValueError(f"image {index} is not in this split ({len(data)} images)")
+    face = data.pixels[index]
+    use_app_threads(batch=False)
+    with loaders.model_lock(loaded):
+        before, after = covered_prediction(loaded, face, region)
+    return cover(face, region), before, after
+
+
+def covered(s: Scope, index: int, region) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(the face with `region` covered, probabilities before, after): fercore.occlusion.covered_prediction."""
+    return _covered((*s.key, s.checkpoint), s, int(index), region if isinstance(region, str) else tuple(region))
