@@ -8,18 +8,12 @@ from contextlib import contextmanager
 
 import streamlit as st
 
+from fercore.jobs import JobError
+
 log = logging.getLogger("fercore.app")
-
-
-def user_error_types() -> tuple[type[BaseException], ...]:
-    """The exceptions whose message is written for the user (fercore's and the OS's)."""
-    types: list[type[BaseException]] = [ValueError, OSError]  # DataError and CheckpointError are ValueErrors
-    try:
-        from fercore.jobs import JobError
-        types.append(JobError)
-    except ImportError:
-        pass
-    return tuple(types)
+# The exceptions whose message is written for the user (fercore's and the OS's); DataError and CheckpointError are
+# ValueErrors.
+USER_ERRORS = (ValueError, OSError, JobError)
 
 
 @contextmanager
@@ -36,7 +30,7 @@ def shown_errors(doing: str = ""):
 
 def show_error(error: Exception, doing: str = "") -> None:
     prefix = f"Could not {doing}: " if doing else ""
-    if isinstance(error, user_error_types()):
+    if isinstance(error, USER_ERRORS):
         st.error(f"{prefix}{error}", icon=":material/error:")
         return
     log.exception("unexpected error%s", f" while trying to {doing}" if doing else "")
