@@ -559,3 +559,12 @@ def signed_heatmap(values, limit: float | None = None) -> np.ndarray:
     values = np.asarray(_numpy(values), dtype=np.float64)
     limit = float(np.abs(values).max()) if limit is None else float(limit)
     return diverging(values, limit if limit > 0 else 1.0)  # all zero: everything white
+
+
+def labelled_confusion_figure(counts, rows: str, columns: str, title: str | None = None,
+                              normalized: bool = False) -> go.Figure:
+    """confusion_figure with its axes named: FER2013's label against the FER+ majority, or the FER+ majority
+    against the prediction, read differently from true against predicted."""
+    figure = confusion_figure(counts, normalized=normalized, title=title)
+    figure.update_layout(xaxis_title=columns, yaxis_title=rows)
+    return figure

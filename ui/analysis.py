@@ -401,3 +401,34 @@ def _covered(key: tuple, _s: Scope, index: int, region) -> tuple[np.ndarray, np.
 def covered(s: Scope, index: int, region) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(the face with `region` covered, probabilities before, after): fercore.occlusion.covered_prediction."""
     return _covered((*s.key, s.checkpoint), s, int(index), region if isinstance(region, str) else tuple(region))
+
+
+# ------------------------------------------------------------------------------------------ FER+ against FER2013
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _label_audit(key: tuple, _s: Scope, tta: bool):
+    from fercore.ferplus import audit_labels
+
+    return audit_labels(evaluation(_s, tta), _images(_s))
+
+
+def label_audit(s: Scope, tta: bool = False):
+    """fercore.ferplus.audit_labels of the Confusion page's evaluation (so the split is evaluated once)."""
+    return _label_audit(s.key, s, bool(tta))
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _label_figures(key: tuple, _s: Scope, tta: bool) -> dict:
+    from fercore import render
+
+    audit = label_audit(_s, tta)
+    return {"pairs": render.labelled_confusion_figure(audit.pair_counts, "FER2013 label", "FER+ majority"),
+            "fer2013": render.labelled_confusion_figure(audit.fer2013_confusion, "FER2013 label", "predicted",
+                                                        title="Against FER2013's labels"),
+            "ferplus": render.labelled_confusion_figure(audit.ferplus_confusion, "FER+ majority", "predicted",
+                                                        title="Against the FER+ majority")}
+
+
+def label_figures(s: Scope, tta: bool = False) -> dict:
+    """The Labels page's three grids (label pairs, the model against each labelling), built once per server."""
+    return _label_figures(s.key, s, bool(tta))

@@ -34,3 +34,6 @@ OCCLUSION_STRIDE = "w_occlusion_stride"  # inspect: occlusion patch step, pixels
 COVER_REGION = "w_cover_region"  # inspect: a fercore.occlusion.REGIONS name or "free"
 COVER_ROWS = "w_cover_rows"      # inspect: the free rectangle's (top, bottom) rows, bottom exclusive
 COVER_COLUMNS = "w_cover_columns"  # inspect: the free rectangle's (left, right) columns, right exclusive
+LABELS_FERPLUS = "w_labels_ferplus"    # labels: score the model against the FER+ majority too
+LABELS_MISLABELED = "w_labels_mislabeled"  # labels: show only the disputed faces where the model sides with FER+
+LABELS_PAGE = "w_labels_page"          # labels: 1-based page of the disputed faces

@@ -11,6 +11,7 @@ INSPECT = "app_pages/inspect.py"
 FILTERS = "app_pages/filters.py"
 MODEL = "app_pages/model.py"
 COMPARE = "app_pages/compare.py"
+LABELS = "app_pages/labels.py"
 TRAIN = "app_pages/train.py"
 
 
@@ -21,5 +22,6 @@ def pages() -> list:
         st.Page(FILTERS, title="Filters", icon=":material/filter_vintage:"),
         st.Page(MODEL, title="Model", icon=":material/account_tree:"),
         st.Page(COMPARE, title="Compare", icon=":material/compare_arrows:"),
+        st.Page(LABELS, title="Labels", icon=":material/label:"),
         st.Page(TRAIN, title="Train", icon=":material/model_training:"),
     ]
