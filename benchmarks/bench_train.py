@@ -2,6 +2,11 @@
 
     python benchmarks/bench_train.py                      # hw3 and fernet, 2 threads, batch 128
     python benchmarks/bench_train.py --models fernet --threads 1 --rounds 5
+    python benchmarks/bench_train.py --models fernet --formats channels_last --rounds 1 --steps 1   # smallest
+
+Each model is timed in fp32 and in bf16 autocast (fercore.precision, as `--precision bf16` trains). The first line
+names the CPU: its instruction-set level and whether it has native bf16 (AMX, AVX-512 BF16). Without it bf16 is
+emulated and 10-15x slower, so there its rows run one round of --bf16-steps steps (a figure, not a best of rounds).
 
 One training step is forward + backward + Adam step on a batch of 128 (the homework's settings). FLOPs are counted
 with fercore.models.count_flops (2 per multiply-add) and a training step is taken as 3x the forward pass. The
@@ -33,6 +38,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fercore.models import build_model, count_flops, model_names  # noqa: E402
+from fercore.precision import autocast, choose_precision, describe_cpu  # noqa: E402
 from fercore.transforms import AugmentConfig, augment_batch  # noqa: E402
 
 MATMUL_SIZE = 2048
@@ -68,8 +74,8 @@ def matmul_round(a: torch.Tensor, best: Best, reps: int = 2):
     best.add(2 * MATMUL_SIZE ** 3 * reps / 1e9, timer)
 
 
-def training_step(model: nn.Module, batch: int, memory_format, fused_adam: bool):
-    """A closure doing one forward + backward + Adam step on a fixed random batch."""
+def training_step(model: nn.Module, batch: int, memory_format, fused_adam: bool, precision):
+    """A closure doing one forward + backward + Adam step on a fixed random batch, the forward in `precision`."""
     model = model.to(memory_format=memory_format).train()
     x = torch.randn(batch, 1, 48, 48).contiguous(memory_format=memory_format)
     y = torch.randint(0, 7, (batch,))
@@ -77,24 +83,28 @@ def training_step(model: nn.Module, batch: int, memory_format, fused_adam: bool)
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(model(x), y).backward()
+        with autocast("cpu", precision):
+            loss = nn.functional.cross_entropy(model(x).float(), y)
+        loss.backward()
         optimizer.step()
     return step
 
 
-def bench_training(name: str, memory_format, args, matmul: Best, a: torch.Tensor) -> dict:
+def bench_training(name: str, memory_format, precision, args, matmul: Best, a: torch.Tensor) -> dict:
     model = build_model(name)
     flops = count_flops(model)
-    step = training_step(model, args.batch, memory_format, args.fused_adam)
+    step = training_step(model, args.batch, memory_format, args.fused_adam, precision)
     step()  # warm-up: oneDNN builds its kernels on the first call
     best = Best()
-    for _ in range(args.rounds):
+    slow = precision.name == "bf16" and "emulated" in precision.reason
+    rounds, steps = (1, args.bf16_steps) if slow else (args.rounds, args.steps)
+    for _ in range(rounds):
         matmul_round(a, matmul)
         with Timer() as timer:
-            for _ in range(args.steps):
+            for _ in range(steps):
                 step()
-        best.add(args.batch * args.steps, timer)
-    return {"model": name, "params": sum(p.numel() for p in model.parameters()), "flops": flops,
+        best.add(args.batch * steps, timer)
+    return {"model": name, "precision": precision.name, "params": sum(p.numel() for p in model.parameters()), "flops": flops,
             "rate": best}
 
 
@@ -120,6 +130,9 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3, help="rounds per configuration; the best counts")
     parser.add_argument("--steps", type=int, default=3, help="training steps per round")
     parser.add_argument("--formats", default="channels_last,contiguous", help="channels_last and/or contiguous")
+    parser.add_argument("--precisions", default="fp32,bf16", help="fp32 and/or bf16 (autocast)")
+    parser.add_argument("--bf16-steps", type=int, default=1,
+                        help="steps of the one bf16 round on a CPU without native bf16")
     parser.add_argument("--fused-adam", action="store_true", help="Adam(fused=True): one kernel for all parameters")
     parser.add_argument("--augment", default="flip=0.5,shift=0.1,rotate=10,zoom=0.1,erase=0.25")
     args = parser.parse_args(argv)
@@ -132,23 +145,26 @@ def main(argv=None):
 
     rows = []
     for name in args.models.split(","):
-        for fmt in args.formats.split(","):
-            rows.append((fmt, bench_training(name.strip(), FORMATS[fmt.strip()], args, matmul, a)))
+        for precision in args.precisions.split(","):
+            choice = choose_precision(precision.strip(), "cpu")
+            for fmt in args.formats.split(","):
+                rows.append((fmt, bench_training(name.strip(), FORMATS[fmt.strip()], choice, args, matmul, a)))
     augment = bench_augment(args)
 
+    print(describe_cpu())
     print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}, best of {args.rounds} rounds"
           f"{', fused Adam' if args.fused_adam else ''}")
     print(f"fp32 matmul {MATMUL_SIZE}x{MATMUL_SIZE}: {matmul.wall:.0f} GFLOP/s wall, "
           f"{matmul.cpu:.0f} GFLOP/s per CPU-s")
     print()
-    header = (f"{'model':12} {'format':14} {'params':>9} {'fwd MFLOP':>9} {'img/s':>7} {'train GFLOP/s':>13} "
+    header = (f"{'model':12} {'format':14} {'precision':9} {'params':>9} {'fwd MFLOP':>9} {'img/s':>7} {'train GFLOP/s':>13} "
               f"{'of matmul':>9} {'img/CPU-s':>9} {'of matmul (CPU)':>15}")
     print(header)
     print("-" * len(header))
     for fmt, row in rows:
         rate, train_flops = row["rate"], 3 * row["flops"]
         achieved, achieved_cpu = rate.wall * train_flops / 1e9, rate.cpu * train_flops / 1e9
-        print(f"{row['model']:12} {fmt:14} {row['params']:>9,} {row['flops'] / 1e6:>9.0f} {rate.wall:>7.1f} "
+        print(f"{row['model']:12} {fmt:14} {row['precision']:9} {row['params']:>9,} {row['flops'] / 1e6:>9.0f} {rate.wall:>7.1f} "
               f"{achieved:>13.1f} {achieved / matmul.wall:>9.0%} {rate.cpu:>9.1f} {achieved_cpu / matmul.cpu:>15.0%}")
     fastest = max(row["rate"].wall for _, row in rows)
     print()

@@ -9,6 +9,7 @@ CUDA device that supports it. Saliency and filter images always run in fp32 and 
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,27 @@ def cpu_flags(cpuinfo: Path | str = "/proc/cpuinfo") -> set[str]:
     except OSError:
         pass
     return set()
+
+
+def cpu_name(cpuinfo: Path | str = "/proc/cpuinfo") -> str:
+    """The CPU's model name as /proc/cpuinfo gives it (lscpu's 'Model name'), or the platform's processor."""
+    try:
+        for line in Path(cpuinfo).read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown CPU"
+
+
+def describe_cpu() -> str:
+    """One line naming this CPU, its instruction-set level and whether it runs bf16 natively (benchmarks print it)."""
+    flags = cpu_flags()
+    amx = "yes" if "amx_bf16" in flags else "no"
+    return (f"{cpu_name()}, {os.cpu_count()} cores, ISA {torch.backends.cpu.get_cpu_capability()}, "
+            f"avx512_bf16 {'yes' if 'avx512_bf16' in flags else 'no'}, AMX {amx}: {cpu_bf16()[1]}")
 
 
 def cpu_bf16(capability: str | None = None, flags: set[str] | None = None) -> tuple[bool, str]:

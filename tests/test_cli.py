@@ -44,6 +44,24 @@ def test_train_writes_a_run_folder_and_prints_epochs(trained_run):
     assert len(json.loads((run / "history.json").read_text())) == 2
 
 
+def test_train_says_its_precision_and_why_on_its_first_line(trained_run):
+    from fercore.precision import choose_precision
+    from fercore.training import pick_device
+
+    _, run, stdout = trained_run
+    assert stdout.splitlines()[0] == choose_precision("auto", pick_device("auto")).describe()
+    assert json.loads((run / "config.json").read_text())["precision"] == "auto"
+
+
+def test_evaluate_in_bf16_is_close_to_fp32(trained_run):
+    data, run, _ = trained_run
+    fp32, bf16 = (json.loads(fercore("evaluate", run, "--data", data, "--split", "PublicTest", "--json",
+                                     "--precision", p).stdout) for p in ("fp32", "bf16"))
+    assert (fp32["computed_in"], bf16["computed_in"]) == ("fp32", "bf16")
+    assert abs(fp32["accuracy"] - bf16["accuracy"]) <= 2 / 35  # a face or two near a tie may flip
+    assert fercore("evaluate", run, "--data", data, "--split", "PublicTest").stdout.startswith("precision: ")
+
+
 def test_evaluate_json_matches_the_labels(trained_run):
     data, run, _ = trained_run
     result = json.loads(fercore("evaluate", run, "--data", data, "--split", "PublicTest", "--json").stdout)
@@ -60,8 +78,8 @@ def test_resume_to_more_epochs(trained_run, tmp_path):
     copy.mkdir()
     for name in ("last.pt", "best.pt", "config.json", "history.json"):
         (copy / name).write_bytes((run / name).read_bytes())
-    out = fercore("resume", copy, "--epochs", 3, "--threads", 1, "--quiet").stdout
-    assert "resuming" in out and "epoch 3/3" in out
+    out = fercore("resume", copy, "--epochs", 3, "--threads", 1, "--precision", "fp32", "--quiet").stdout
+    assert out.startswith("precision: fp32 (asked for)\n") and "resuming" in out and "epoch 3/3" in out
     assert len(json.loads((copy / "history.json").read_text())) == 3
     assert "already has 3 of 3" in fercore("resume", copy, "--quiet").stdout
 
@@ -82,6 +100,8 @@ def test_predict_writes_the_course_submission(trained_run, tmp_path):
     (["evaluate", "no/such/run"], "does not exist"),
     (["train", "--model", "resnet9000", "--out", "x", "--epochs", "1"], "resnet9000"),
     (["train", "--augment", "wobble=3", "--out", "x"], "wobble"),
+    (["train", "--precision", "fp16", "--out", "x"], "unknown precision 'fp16': choose one of auto, fp32, bf16"),
+    (["train", "--schedule", "linear", "--out", "x"], "unknown schedule 'linear'"),
 ])
 def test_user_errors_are_one_line_without_traceback(args, message, tmp_path):
     result = fercore(*args, check=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import pickle
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from fercore import checkpoints
 from fercore.checkpoints import CheckpointError, load_model, read_checkpoint, save_checkpoint
 from fercore.data import load_dataset
 from fercore.training import TrainConfig, learning_rate, resume, train
+from fercore.transforms import AugmentConfig
 
 from fixtures import ROOT, tiny_fer_csv
 
@@ -97,6 +99,62 @@ def test_learning_rate_schedules():
     peak = max(learning_rate(c, s, 100) for s in range(101))
     assert learning_rate(c, 0, 100) == pytest.approx(1 / 25) and peak == pytest.approx(1.0)
     assert learning_rate(c, 100, 100) < 1e-3
+
+
+# --- TrainConfig: the one block of settings -----------------------------------------------------------------
+
+def test_every_setting_has_help_and_its_command_line_option_says_its_default():
+    from dataclasses import fields
+
+    from fercore.cli import build_parser
+
+    train_help = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    for f in fields(TrainConfig):
+        assert f.metadata["help"], f.name
+        assert f"--{f.name.replace('_', '-')}" in train_help, f.name
+        for choice in f.metadata.get("choices") or ():
+            assert choice in train_help, (f.name, choice)
+    assert "(default: 0.001)" in train_help and "(default: scale255)" in train_help
+
+
+def test_command_line_defaults_are_the_configs_defaults():
+    from fercore.cli import build_parser
+    from fercore.config import config_from_args
+
+    parsed = config_from_args(build_parser().parse_args(["train", "--out", "x"]))
+    assert parsed == TrainConfig(augment=AugmentConfig().to_dict())
+    assert AugmentConfig.from_dict(TrainConfig().augment) == AugmentConfig()
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("schedule", "linear", "unknown schedule 'linear': choose one of constant, cosine, onecycle"),
+    ("balance", "oversample", "unknown balance 'oversample'"),
+    ("normalize", "zscore", "unknown normalize 'zscore'"),
+    ("precision", "fp16", "unknown precision 'fp16': choose one of auto, fp32, bf16"),
+    ("device", "tpu", "unknown device 'tpu'"),
+    ("model", "resnet9000", "resnet9000"),
+    ("augment", {"wobble": 3}, "wobble"),
+])
+def test_a_bad_setting_is_named_with_its_allowed_values(field, value, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        TrainConfig(**{field: value}).validate()
+    TrainConfig(device="cuda:1").validate()  # a numbered GPU is a device too
+
+
+def test_recipes_are_valid_configs_and_the_demo_is_the_shipped_fernet_recipe():
+    from fercore.config import RECIPES
+    from fercore.runs import run_config
+
+    for recipe in RECIPES.values():
+        recipe.config().validate()
+    shipped = TrainConfig.from_dict(run_config(ROOT / "checkpoints" / "fernet"))
+    demo = RECIPES["demo"].config(data=shipped.data, threads=shipped.threads, seed=shipped.seed)
+    for name in ("model", "epochs", "batch_size", "lr", "weight_decay", "schedule", "label_smoothing", "normalize",
+                 "balance", "augment"):
+        assert getattr(demo, name) == getattr(shipped, name), name
+    homework = RECIPES["homework"].config()
+    assert (homework.model, homework.epochs, homework.lr, homework.schedule) == ("hw3", 250, 1e-3, "constant")
+    assert AugmentConfig.from_dict(homework.augment) == AugmentConfig.homework()
 
 
 def test_starting_over_an_existing_run_is_refused(tiny_data, tmp_path):
