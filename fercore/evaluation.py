@@ -371,7 +371,8 @@ def evaluate(model: nn.Module, normalizer: Callable, dataset, *, split=None, tta
     """
     from fercore.precision import choose_precision
 
-    computes_in = choose_precision(precision, next(model.parameters()).device).name
+    device = next(model.parameters(), torch.empty(0)).device  # a parameter-free model runs on the CPU
+    computes_in = choose_precision(precision, device).name
     rows, split_name = _split_rows(dataset, split)
     labels = None if dataset.labels is None else np.asarray(dataset.labels, dtype=np.int64)[rows]
     fingerprint = dataset.fingerprint()
