@@ -138,7 +138,7 @@ with shown_errors("compute the occlusion map"):
                f"{max(-drops.min(), 0):.0%}), white: no change; one colour scale, symmetric about 0.")
 
 st.markdown("**Cover a region**")
-r1, r2, r3 = st.columns([1, 1.2, 1.8])
+r1, r2, r3, r4 = st.columns([1, 1.2, 1.4, 1.4])
 region = r1.radio("Region", list(REGION_NAMES), format_func=REGION_NAMES.get, key=keys.COVER_REGION,
                   persist_state="session")
 if region == "free":
@@ -151,6 +151,6 @@ with shown_errors("cover the region"):
     face, before, after = analysis.covered(scope, index, region)
     r2.image(render.upscale(face, 6), caption="Covered with the face's mean grey", width="stretch")
     r3.plotly_chart(render.probability_bars(before, title="Before"), key="inspect_cover_before")
-    r3.plotly_chart(render.probability_bars(after, title="After"), key="inspect_cover_after")
+    r4.plotly_chart(render.probability_bars(after, title="After"), key="inspect_cover_after")
 
 st.page_link(nav.CONFUSION, label="Back to the confusion matrix", icon=":material/grid_on:")

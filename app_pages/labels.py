@@ -35,9 +35,10 @@ def scores(audit) -> None:
     if both:
         c2.metric("Accuracy against the FER+ majority", f"{audit.ferplus_accuracy:.1%}",
                   delta=f"{100 * (audit.ferplus_accuracy - audit.fer2013_accuracy):+.1f} points")
-    c1.plotly_chart(figures["fer2013"], key="labels_fer2013", width="content")
+    left, right = st.columns(2)  # a row of their own, so the two grids line up under metrics of unequal height
+    left.plotly_chart(figures["fer2013"], key="labels_fer2013", width="content")
     if both:
-        c2.plotly_chart(figures["ferplus"], key="labels_ferplus", width="content")
+        right.plotly_chart(figures["ferplus"], key="labels_ferplus", width="content")
     st.caption("Both on the faces with a FER+ majority, so the two numbers count the same faces.")
 
 
