@@ -64,14 +64,15 @@ def is_running(run_dir) -> bool:
 def start(run_dir, command: str, args: list[str], threads: int = 1) -> int:
     """Start `python -m fercore <command> ...` for `run_dir` in the background and return its pid.
 
-    `threads` is the trainer's torch thread count: 1 on a 2-core machine leaves a core for the app.
+    `threads` is the trainer's torch thread count (args must say the same): 1 on a 2-core machine leaves a core
+    for the app.
     """
     run_dir = Path(run_dir)
     fd = _try_lock(run_dir)
     if fd is None:
         raise JobError(f"{run_dir.name} is already training (started {started_at(run_dir)}): stop it first")
     try:
-        argv = [sys.executable, "-m", "fercore", command, *args, "--threads", str(threads), "--quiet"]
+        argv = [sys.executable, "-m", "fercore", command, *args, "--quiet"]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
                "PYTHONUNBUFFERED": "1", "OMP_WAIT_POLICY": "passive"}  # no spinning next to the app
         (run_dir / PROGRESS_FILE).unlink(missing_ok=True)
@@ -106,7 +107,8 @@ def start_training(run_dir, config: TrainConfig, threads: int = 1) -> int:
 
 def start_resume(run_dir, epochs: int | None = None, threads: int = 1, data: str | None = None) -> int:
     """Continue `run_dir` up to `epochs` in total; `data` where the run's data now lives, if it moved."""
-    args = [str(run_dir)] + (["--epochs", str(epochs)] if epochs else []) + (["--data", data] if data else [])
+    args = [str(run_dir), "--threads", str(threads)] + (["--epochs", str(epochs)] if epochs else []) \
+        + (["--data", data] if data else [])
     return start(run_dir, "resume", args, threads)
 
 

@@ -103,3 +103,5 @@ def test_a_job_runs_exactly_the_config_it_was_given(tmp_path, data):
     finally:
         jobs.stop(run)
     assert TrainConfig.from_dict(json.loads((run / "config.json").read_text())) == config
+    command = next(line for line in (run / jobs.LOG_FILE).read_text().splitlines() if line.startswith("$ "))
+    assert command.count("--threads") == 1 and "--threads 1" in command
