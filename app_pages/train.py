@@ -122,6 +122,8 @@ def live_status(run_dir: Path, was_running: bool) -> None:
         st.rerun()
     best = max(status.history, key=lambda h: h.get("val_acc", 0)) if status.history else None
     best_text = f" · best validation accuracy {best['val_acc']:.1%} at epoch {best['epoch']}" if best else ""
+    if status.history and "precision" in status.history[-1]:
+        best_text += f" · computing in {status.history[-1]['precision']}"
     if status.running:
         st.progress(runs.progress_fraction(status.progress), text=runs.progress_text(status.progress))
         if st.button("Stop", key="w_train_stop", icon=":material/stop:"):

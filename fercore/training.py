@@ -189,7 +189,8 @@ class Trainer:
                 reported = time.time()
         val_loss, val_acc = self.validate()
         return {"epoch": epoch + 1, "train_loss": total_loss.item() / seen, "train_acc": correct.item() / seen,
-                "val_loss": val_loss, "val_acc": val_acc, "lr": lr, "seconds": time.time() - t0}
+                "val_loss": val_loss, "val_acc": val_acc, "lr": lr, "seconds": time.time() - t0,
+                "precision": self.precision.name}
 
     @torch.inference_mode()
     def validate(self, batch_size: int = 512) -> tuple[float, float]:

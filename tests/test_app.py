@@ -307,6 +307,7 @@ def test_train_page_starts_refuses_a_second_start_follows_resumes_and_stops(env,
         assert wait_until(lambda: not jobs.is_running(run_dir)), jobs.status(run_dir).log_tail
         at.run()
         assert "1 epoch done" in texts(at) and "best validation accuracy" in texts(at)
+        assert "computing in fp32" in texts(at) or "computing in bf16" in texts(at)
         assert len(at.get("plotly_chart")) == 1  # the learning curves, read from the run folder
 
         other = open_app(nav.TRAIN, **{keys.DATA_MODE: "path", keys.DATA_PATH: str(data)})  # another tab

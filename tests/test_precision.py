@@ -103,6 +103,7 @@ def test_bf16_training_learns_keeps_fp32_state_and_resumes_bit_exactly(tiny_data
     moments = [s for state in a["optimizer_state"]["state"].values() for s in (state["exp_avg"], state["exp_avg_sq"])]
     assert moments and all(m.dtype == torch.float32 for m in moments)
     assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
+    assert [h["precision"] for h in a["history"]] == ["bf16"] * 3
     # it trains: the loss falls and the weights moved from their initialisation
     assert a["history"][-1]["train_loss"] < a["history"][0]["train_loss"]
 
