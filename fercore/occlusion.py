@@ -85,6 +85,54 @@ def _target_probability(logits: torch.Tensor, weights: torch.Tensor) -> torch.Te
     return (torch.softmax(logits, dim=1) * weights).sum(1)
 
 
+# Layers whose output at a pixel depends only on the input near it (in eval mode): an occluding patch changes their
+# output only within a margin around it, so they can run on a window around the patch instead of the whole face.
+_POINTWISE = (nn.BatchNorm2d, nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.Identity, nn.Dropout)
+
+
+def _local_prefix(model: nn.Module) -> tuple[int, int]:
+    """(how many leading layers of an nn.Sequential are local, their combined margin in pixels): stride-1 'same'
+    convolutions with odd kernels (each widens the margin by kernel // 2) and pointwise layers, up to the first
+    other layer (a pooling, a strided conv). (0, 0) when the model is not a Sequential or starts otherwise."""
+    if not isinstance(model, nn.Sequential):
+        return 0, 0
+    count = margin = convs = 0
+    for layer in model:
+        if isinstance(layer, nn.Conv2d):
+            k = layer.kernel_size
+            if not (k[0] == k[1] and k[0] % 2 == 1 and layer.stride == (1, 1) and layer.dilation == (1, 1)
+                    and layer.padding == (k[0] // 2, k[0] // 2) and layer.padding_mode == "zeros"):
+                break
+            margin += k[0] // 2
+            convs += 1
+        elif not isinstance(layer, _POINTWISE):
+            break
+        count += 1
+    return (count, margin) if convs else (0, 0)
+
+
+def _prefix_outputs(prefix: nn.Module, clean: torch.Tensor, occluded: torch.Tensor, boxes: list, margin: int):
+    """The prefix's output for every occluded copy (P, C, H, W): the clean image's output, with each patch's
+    neighbourhood (the patch grown by `margin`) recomputed on a window grown by 2 * margin. Inside the image the
+    window's own zero padding then lies at least `margin` away from every pixel kept; at the image's edges the
+    window's edge is the image's, as in the whole-face pass. Windows of one shape run as one batch."""
+    size = clean.shape[-1]
+    base = prefix(clean)                                                            # (1, C, H, W)
+    outputs = base.expand(len(boxes), -1, -1, -1).clone(memory_format=torch.channels_last)
+    grow = lambda a, b, by: (max(a - by, 0), min(b + by, size))                      # noqa: E731
+    groups: dict = {}
+    for p, (top, left, bottom, right) in enumerate(boxes):
+        window = (*grow(top, bottom, 2 * margin), *grow(left, right, 2 * margin))
+        shape = (window[1] - window[0], window[3] - window[2])
+        groups.setdefault(shape, []).append((p, window, (*grow(top, bottom, margin), *grow(left, right, margin))))
+    for members in groups.values():
+        crops = torch.stack([occluded[p, :, w0:w1, v0:v1] for p, (w0, w1, v0, v1), _ in members])
+        recomputed = prefix(crops.contiguous(memory_format=torch.channels_last))
+        for out, (p, (w0, _, v0, _), (r0, r1, c0, c1)) in zip(recomputed, members):
+            outputs[p, :, r0:r1, c0:c1] = out[:, r0 - w0:r1 - w0, c0 - v0:c1 - v0]
+    return outputs
+
+
 def occlusion_map(model: nn.Module, images, target: TargetLike = None, *, patch: int = DEFAULT_PATCH,
                   stride: int = DEFAULT_STRIDE, fill=DEFAULT_FILL, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
     """Drop in the target's probability when a `patch` x `patch` square slides over each face with `stride`,
@@ -92,10 +140,16 @@ def occlusion_map(model: nn.Module, images, target: TargetLike = None, *, patch:
 
     fill: what the patch shows, as `saliency.reference_image` takes it: "mean" (each face's mean grey, in the
     model's input units), "zero", "blur", a number or a tensor. All N x P occluded copies go through the model in
-    batched passes of `batch_size` rows (one pass for one face at the defaults)."""
+    batched passes of `batch_size` rows (one pass for one face at the defaults). A Sequential model's leading
+    full-resolution convolutions (hw3's first block: half its time) run only around each patch, since a patch
+    changes nothing further away; the result is the whole-face pass's, to float rounding."""
     x = _as_batch(model, images)
-    masks = patch_masks(patch, stride, x.shape[-1]).to(x.device, x.dtype)           # (P, H, W)
+    size = x.shape[-1]
+    masks = patch_masks(patch, stride, size).to(x.device, x.dtype)                  # (P, H, W)
     masks_4d = masks[:, None]                                                       # (P, 1, H, W)
+    starts = patch_positions(size, patch, stride)
+    boxes = [(top, left, top + patch, left + patch) for top in starts for left in starts]  # masks' order
+    split, margin = _local_prefix(model)
     with analysis_mode(model), torch.no_grad():
         weights = _target_weights(model, x, target)                                 # (N, C)
         clean = _target_probability(model(x), weights)                              # (N,)
@@ -105,7 +159,10 @@ def occlusion_map(model: nn.Module, images, target: TargetLike = None, *, patch:
             occluded = image * (1 - masks_4d) + filled * masks_4d                   # (P, 1, H, W)
             # NHWC input to match analysis_mode's channels_last weights: oneDNN then skips a layout copy per conv
             occluded = occluded.contiguous(memory_format=torch.channels_last)
-            covered = torch.cat([model(chunk) for chunk in occluded.split(batch_size)])
+            if split:
+                occluded = _prefix_outputs(model[:split], image[None], occluded, boxes, margin)
+            rest = model[split:] if split else model
+            covered = torch.cat([rest(chunk) for chunk in occluded.split(batch_size)])
             drops.append(_target_probability(covered, w.expand(len(masks), -1)))
         drops = clean[:, None] - torch.stack(drops)                                 # (N, P)
     maps = torch.einsum("np,phw->nhw", drops, masks) / masks.sum(0)

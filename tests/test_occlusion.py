@@ -197,3 +197,35 @@ def test_signed_heatmap_is_white_at_zero_red_for_a_drop_blue_for_a_gain_on_one_s
     assert (white == 255).all() and red[0] > red[2] and blue[2] > blue[0]
     assert light_blue.sum() > blue.sum()  # half the drop, half as dark: the scale is the largest |value|
     assert (signed_heatmap(np.zeros((48, 48))) == 255).all()
+
+
+def test_only_leading_same_size_convolutions_run_around_the_patch():
+    from fercore.models import build_model
+    from fercore.occlusion import _local_prefix
+
+    assert _local_prefix(build_model("hw3")) == (5, 2)       # conv1 bn1 relu1 conv2 relu2, then a pooling
+    assert _local_prefix(build_model("hw3_nobn")) == (4, 2)
+    assert _local_prefix(build_model("fernet")) == (0, 0)    # a stride-2 first conv: the whole face each time
+
+
+@pytest.mark.parametrize("name", ["hw3", "fernet"])
+def test_the_windowed_map_equals_the_loop_on_other_architectures(name):
+    """hw3 (BatchNorm in its windowed block, patches at every edge) and fernet (no windowed block), random
+    weights: the same map as one forward pass per patch."""
+    from fercore.checkpoints import LoadedModel
+    from fercore.models import build_model
+    from fercore.transforms import Normalizer
+
+    torch.manual_seed(0)
+    model = build_model(name).eval()
+    for module in model.modules():  # BatchNorm statistics that are not the identity
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 2.0)
+    loaded = LoadedModel(model=model, model_name=name, normalizer=Normalizer.from_dict({"mode": "scale255"}),
+                         config={})
+    face = np.random.default_rng(3).integers(0, 256, (48, 48)).astype(np.uint8)
+    for patch, stride in [(8, 4), (5, 7)]:
+        expected = one_patch_at_a_time(loaded, face, 2, patch, stride)
+        windowed = occlusion_map(model, loaded.preprocess(face[None]), 2, patch=patch, stride=stride)
+        np.testing.assert_allclose(windowed[0], expected, atol=2e-5)
