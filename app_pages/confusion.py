@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from ui import analysis, figures, guards, keys, nav, sidebar, sources
+from ui import analysis, guards, keys, nav, sidebar, sources
 from ui.errors import shown_errors
 
 st.title("Confusion")
@@ -14,6 +14,7 @@ from fercore import render  # noqa: E402 -- after the first paint
 from fercore.compare import csv_text  # noqa: E402
 from fercore.labels import CLASS_NAMES, FERPLUS_COLUMNS  # noqa: E402
 from fercore.report import most_confused  # noqa: E402
+from fercore.saliency import Target  # noqa: E402
 
 PAGE_SIZE, COLUMNS = 24, 8
 FACES_PNG_LIMIT = 120  # ten rows of twelve: a cell's PNG stays a readable slide
@@ -32,9 +33,9 @@ def quick_look(s, index: int) -> None:
     """The homework's pictures of one face over the gallery, so a class can click through faces without leaving
     the cell; the Inspect page has every method, target and threshold."""
     with shown_errors("compute the saliency map"):
-        result = analysis.image_analysis(s, index, "gradient", analysis.TargetSpec("predicted"), {})
+        result = analysis.image_analysis(s, index, "gradient", Target.predicted(), {})
         st.markdown(result.summary(index, selection.split))
-        for column, (title, image) in zip(st.columns(4), figures.saliency_panels(result.pixels,
+        for column, (title, image) in zip(st.columns(4), render.saliency_panels(result.pixels,
                                                                                   result.saliency).items()):
             column.image(render.upscale(image, 4), caption=title, width="stretch")
         st.caption(f"Vanilla gradient of the predicted class. {render.describe_mask()}")

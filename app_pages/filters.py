@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from ui import analysis, figures, guards, keys, sidebar
+from ui import analysis, guards, keys, sidebar
 from ui.errors import shown_errors
 
 st.title("Filters")
@@ -122,7 +122,7 @@ def ascent_section(layer: str, mode: str, filter_index: int, params: dict) -> No
         result = analysis.visualize_filters(scope, layer, filters, params, on_progress)
         bar.empty()
     left, right = st.columns([3, 2]) if analysis.layer_kernels(scope, layer) is not None else (st, None)
-    picture = figures.filter_grid(result.images, result.dead) if filters is None else \
+    picture = render.filter_grid(result.images, result.dead) if filters is None else \
         render.upscale(render.to_uint8(result.images[0]), 6)
     left.image(picture, caption=f"{what}, filter 0 top left, row by row" if filters is None else what)
     left.download_button("Gradient-ascent images (PNG)", render.png_bytes(picture), file_name=f"{layer}_ascent.png",
@@ -157,7 +157,7 @@ def top_section(layer: str, filter_index: int) -> None:
         top = analysis.top_activating(scope, layer, filter_index, k=8)
     columns = st.columns(len(top.indices))
     for column, i, score, region in zip(columns, top.indices, top.scores, top.regions):
-        column.image(render.upscale(figures.boxed(data.pixels[i], region), 3), caption=f"#{i} · {score:.2f}")
+        column.image(render.upscale(render.boxed(data.pixels[i], region), 3), caption=f"#{i} · {score:.2f}")
     st.caption("The red box is the part of the face the strongest unit sees (its receptive field).")
 
 

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from ui import analysis, figures, guards, keys, nav, sidebar
+from ui import analysis, guards, keys, nav, sidebar
 from ui.errors import shown_errors
 
 st.title("Inspect")
@@ -13,6 +13,7 @@ data = guards.need_data(selection)
 from fercore import render  # noqa: E402 -- after the first paint
 from fercore.data import IMAGE_SIZE  # noqa: E402
 from fercore.labels import CLASS_NAMES  # noqa: E402
+from fercore.saliency import Target  # noqa: E402
 
 METHODS = {"gradient": "Gradient", "smoothgrad": "SmoothGrad", "integrated_gradients": "Integrated Gradients",
            "gradcam": "Grad-CAM"}
@@ -34,7 +35,7 @@ def pick_image(column) -> int:
     return int(picked)
 
 
-def method_controls(c1, c2) -> tuple[str, analysis.TargetSpec, dict]:
+def method_controls(c1, c2) -> tuple[str, Target, dict]:
     method = c1.selectbox("Method", list(METHODS), format_func=METHODS.get, key=keys.METHOD,
                           persist_state="session")
     options: dict = {}
@@ -62,7 +63,9 @@ def method_controls(c1, c2) -> tuple[str, analysis.TargetSpec, dict]:
     if mode == "contrast":
         b = c2.selectbox("Class B", CLASSES, index=4, format_func=CLASS_NAMES.__getitem__, key=keys.CONTRAST_B,
                          persist_state="session")
-    return method, analysis.TargetSpec(mode, int(a), int(b)), options
+    targets = {"predicted": Target.predicted(), "true": Target.true(), "class": Target.cls(int(a)),
+               "contrast": Target.contrast(int(a), int(b))}
+    return method, targets[mode], options
 
 
 def display_controls(column) -> tuple[dict, dict]:
@@ -100,13 +103,13 @@ method, target, options = method_controls(c1, c2)
 display, mask = display_controls(c3)
 with shown_errors("compute the saliency map"):
     result = analysis.image_analysis(scope, index, method, target, options)
-    panels = figures.saliency_panels(result.pixels, result.saliency, **display, **mask)
+    panels = render.saliency_panels(result.pixels, result.saliency, **display, **mask)
     st.markdown(result.summary(index, selection.split))
     columns = st.columns(4)
     for column, (title, image) in zip(columns, panels.items()):
         column.image(render.upscale(image, 6), caption=title, width="stretch")
     st.caption(render.describe_mask(scaling=display["scaling"], **mask))
-    st.download_button("Download PNG", figures.panels_png(panels), file_name=f"saliency_{result.image_id}_"
+    st.download_button("Download PNG", render.panels_png(panels), file_name=f"saliency_{result.image_id}_"
                        f"{method}.png", mime="image/png", icon=":material/download:", key="w_inspect_download")
     left, right = st.columns(2)
     left.plotly_chart(render.probability_bars(result.probabilities, true=result.label, title="Probabilities"),
@@ -132,7 +135,7 @@ stride = o1.slider("Stride", 1, 12, occlusion.DEFAULT_STRIDE, 1, format="%d px",
 with shown_errors("compute the occlusion map"):
     drops = analysis.occlusion(scope, index, target, patch, stride)
     o2.image(render.upscale(render.signed_heatmap(drops), 6), caption="Occlusion map", width="stretch")
-    o3.caption(f"Each pixel: the mean drop in the target's probability (the page's target: {TARGETS[target.mode]}) "
+    o3.caption(f"Each pixel: the mean drop in the target's probability (the page's target: {TARGETS[target.kind]}) "
                f"over the {patch}x{patch} px grey squares covering it, every {stride} px. Red: covering it lowers "
                f"the probability (by up to {max(drops.max(), 0):.0%} here), blue: raises it (by up to "
                f"{max(-drops.min(), 0):.0%}), white: no change; one colour scale, symmetric about 0.")

@@ -13,15 +13,18 @@ import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
+from fercore.frozen import analysis_mode
 from fercore.models import build_model
 from fercore.runs import BEST, LAST, atomic_write, run_checkpoint
 from fercore.transforms import Normalizer
 
 FORMAT = "fercore-checkpoint/1"
 INPUT_RANGE_FACES = 256  # enough faces for per-image standardization's extremes, few enough to take no time
+PREDICT_BATCH = 256  # faces per forward pass in LoadedModel.predict: bounded memory, still large for oneDNN
 
 
 class CheckpointError(ValueError):
@@ -112,6 +115,16 @@ class LoadedModel:
         x = self.preprocess(torch.cat([faces, torch.zeros(1, 48, 48, dtype=torch.uint8),
                                        torch.full((1, 48, 48), 255, dtype=torch.uint8)]))
         return float(x.min()), float(x.max())
+
+    def predict(self, pixels) -> np.ndarray:
+        """Softmax probabilities, float32 (N, C), of uint8 faces (N, 48, 48) or of one face (48, 48) as (1, C).
+
+        Under analysis_mode, so a model shared between threads is run in eval mode and left as it was."""
+        faces = np.asarray(pixels, dtype=np.uint8).reshape(-1, 48, 48)
+        with analysis_mode(self.model), torch.inference_mode():
+            chunks = [torch.softmax(self.model(self.preprocess(faces[i:i + PREDICT_BATCH])), dim=1)
+                      for i in range(0, len(faces), PREDICT_BATCH)]
+        return torch.cat(chunks).float().numpy()
 
     @property
     def epoch(self) -> int:

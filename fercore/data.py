@@ -93,8 +93,14 @@ class FerDataset:
         votes = None if self.ferplus_votes is None else self.ferplus_votes[index]
         return FerDataset(self.pixels[index], labels, self.split[index], self.ids[index], votes, self.source)
 
+    def split_rows(self, name_or_code=None) -> np.ndarray:
+        """int64 positions of a split's rows (a name or code), in dataset order; None: every row."""
+        if name_or_code is None:
+            return np.arange(len(self), dtype=np.int64)
+        return np.flatnonzero(self.split == split_index(name_or_code)).astype(np.int64)
+
     def select_split(self, name_or_code) -> FerDataset:
-        return self.subset(self.split == split_index(name_or_code))
+        return self.subset(self.split_rows(name_or_code))
 
     def fingerprint(self) -> str:
         """Short sha256 hex of pixels, labels and split: equal data gives an equal key in checkpoints and caches.
@@ -200,7 +206,7 @@ def _read_csv(path: Path) -> dict:
     data = path.read_bytes()
     start = _check_text(path, data)
     columns, body = _parse_header(path, data, start)
-    table = _split_rows(path, data, body, columns)
+    table = _locate_fields(path, data, body, columns)
     # Each column is checked on its own; of the problems found, the user hears about the earliest line's.
     problems = [table["problem"]] if table["problem"] else []
     arrays = {}
@@ -277,7 +283,7 @@ def _parse_header(path, data: bytes, start: int) -> tuple[list[str], int]:
     return columns, end + 1
 
 
-def _split_rows(path, data: bytes, pos: int, columns: list[str]) -> dict:
+def _locate_fields(path, data: bytes, pos: int, columns: list[str]) -> dict:
     """Locate every row's fields without copying the big pixel field: its (start, end) offsets are kept.
 
     A row with too few fields ends the scan; it is kept as table["problem"], and the rows before it are returned.

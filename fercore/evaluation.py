@@ -151,7 +151,7 @@ class Evaluation:
         return float(self.f1[present].mean()) if present.any() else float("nan")
 
     def per_class(self) -> list[dict]:
-        """One row per class (class, precision, recall, f1, support): a table for st.dataframe."""
+        """One row per class (class, precision, recall, f1, support), plain floats and ints."""
         return [dict(cls=name, precision=float(p), recall=float(r), f1=float(f), support=int(s))
                 for name, p, r, f, s in zip(CLASS_NAMES, self.precision, self.recall, self.f1, self.support)]
 
@@ -350,13 +350,6 @@ def _read_cache(path: Path, meta: dict, n_rows: int) -> dict | None:
 # ----------------------------------------------------------------------------------------------------------------
 # Evaluate
 
-def _split_rows(dataset, split) -> tuple[np.ndarray, str | None]:
-    if split is None:
-        return np.arange(len(dataset), dtype=np.int64), None
-    code = split_index(split)
-    return np.flatnonzero(np.asarray(dataset.split) == code).astype(np.int64), SPLIT_NAMES[code]
-
-
 def evaluate(model: nn.Module, normalizer: Callable, dataset, *, split=None, tta: bool = False,
              batch_size: int = DEFAULT_BATCH_SIZE, cache_key: str | None = None, cache_dir=None,
              threads: int | None = None, model_name: str = "", precision: str = "auto") -> Evaluation:
@@ -373,7 +366,8 @@ def evaluate(model: nn.Module, normalizer: Callable, dataset, *, split=None, tta
 
     device = next(model.parameters(), torch.empty(0)).device  # a parameter-free model runs on the CPU
     computes_in = choose_precision(precision, device).name
-    rows, split_name = _split_rows(dataset, split)
+    rows = dataset.split_rows(split)
+    split_name = None if split is None else SPLIT_NAMES[split_index(split)]
     labels = None if dataset.labels is None else np.asarray(dataset.labels, dtype=np.int64)[rows]
     fingerprint = dataset.fingerprint()
     common = dict(labels=labels, rows=rows, tta=bool(tta), data_fingerprint=fingerprint, split=split_name,

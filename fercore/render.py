@@ -568,3 +568,49 @@ def labelled_confusion_figure(counts, rows: str, columns: str, title: str | None
     figure = confusion_figure(counts, normalized=normalized, title=title)
     figure.update_layout(xaxis_title=columns, yaxis_title=rows)
     return figure
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Compositions the app and the scripts show
+
+MARK = np.array([220, 30, 30], dtype=np.uint8)  # dead filters and activating regions
+
+
+def saliency_panels(pixels, saliency_map, **display) -> dict[str, np.ndarray]:
+    """The homework's four pictures of one face: original, heatmap, mask, overlay (uint8, 48x48).
+
+    `display`: the scaling and smoothing (for all three saliency pictures) and the mask's threshold, keep_top and
+    fill; whatever is not given is this module's default, so the Inspect page's first view is the library's."""
+    shading = {name: display.pop(name) for name in ("scaling", "smoothing") if name in display}
+    return {"Original": pixels, "Heatmap": heatmap(saliency_map, **shading),
+            "Mask": saliency_mask(pixels, saliency_map, **shading, **display),
+            "Overlay": overlay(pixels, saliency_map, **shading)}
+
+
+def panels_png(panels: dict[str, np.ndarray], scale: int = 4) -> bytes:
+    """The panels side by side as one PNG, enlarged so it reads on a slide."""
+    strip = grid(np.stack([_rgb(p) for p in panels.values()]), ncols=len(panels), normalize_each=False)
+    return png_bytes(upscale(strip, scale))
+
+
+def _framed(tile: np.ndarray, width: int = 2) -> np.ndarray:
+    tile = tile.copy()
+    tile[:width], tile[-width:], tile[:, :width], tile[:, -width:] = MARK, MARK, MARK, MARK
+    return tile
+
+
+def filter_grid(images, dead, ncols: int = 8, scale: int = 2) -> np.ndarray:
+    """Gradient-ascent images tiled row by row (filter 0 top left), each scaled on its own; dead filters framed red."""
+    tiles = np.stack([_framed(_rgb(to_uint8(image))) if is_dead else _rgb(to_uint8(image))
+                      for image, is_dead in zip(images, dead)])
+    return upscale(grid(tiles, ncols=ncols, normalize_each=False), scale)
+
+
+def boxed(pixels, region) -> np.ndarray:
+    """A face (RGB) with the box (top, left, bottom, right; exclusive) that a filter's peak unit sees."""
+    top, left, bottom, right = (int(v) for v in region)
+    image = _rgb(pixels).copy()
+    bottom, right = max(bottom - 1, top), max(right - 1, left)
+    image[top, left:right + 1] = image[bottom, left:right + 1] = MARK
+    image[top:bottom + 1, left] = image[top:bottom + 1, right] = MARK
+    return image

@@ -33,7 +33,7 @@ from fercore import render
 from fercore.labels import CLASS_NAMES, NUM_CLASSES
 
 # A progress callback: (steps done, steps in all, what runs next).
-Progress = Callable[[int, int, str], None]
+OnSection = Callable[[int, int, str], None]
 
 SECTIONS = {
     "q1": "1. The network, its training and its accuracy",
@@ -372,9 +372,7 @@ def q5_filters(layer: str, visualization, kernels: np.ndarray, outputs: np.ndarr
 def split_positions(dataset, split) -> np.ndarray:
     """The dataset rows of `split` (a name or code; None: every row), in order: face k of the split is row [k].
     ValueError when the data has no such rows."""
-    from fercore.labels import split_index
-
-    rows = np.arange(len(dataset)) if split is None else np.flatnonzero(dataset.split == split_index(split))
+    rows = dataset.split_rows(split)
     if len(rows) == 0:
         raise ValueError(f"{dataset.source or 'the data'} has no {split_name(split)} rows")
     return rows
@@ -406,7 +404,7 @@ def chosen_face(loaded, dataset, row: int, image: int) -> Face:
     return Face(image, str(dataset.ids[row]), pixels, label, probabilities[0], saliency[0])
 
 
-def _progress(on_progress: Progress | None, steps: list[str]):
+def _progress(on_progress: OnSection | None, steps: list[str]):
     """advance(): report that the next step starts (steps done, steps in all, its name)."""
     done = -1
 
@@ -419,7 +417,7 @@ def _progress(on_progress: Progress | None, steps: list[str]):
 
 
 def build_report(loaded, dataset, *, split: str | None = "PrivateTest", image: int = 0, compare: Sequence = (),
-                 tta: bool = False, on_progress: Progress | None = None,
+                 tta: bool = False, on_progress: OnSection | None = None,
                  evaluate: Callable[[str | None], object] | None = None) -> str:
     """The homework's five answers for `loaded` (a LoadedModel) on `dataset` (a labeled FerDataset), as one HTML page.
 

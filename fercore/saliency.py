@@ -52,8 +52,12 @@ class Target:
     Target.contrast(a, b) (a, b: anything `as_target` takes, e.g. contrast(Target.predicted(), Target.true(y))
     explains "why the predicted class and not the true one"). A plain int, a sequence / array / tensor of ints,
     or None (= predicted) are accepted wherever a target is.
+
+    Target.true() without labels stands for "each image's own label" until `with_labels` supplies them, so a
+    target can be chosen before the image is (as a page's controls do). Targets compare and hash by value, so
+    they can key caches.
     """
-    kind: str                                   # "predicted" | "class" | "contrast" | "weights"
+    kind: str                                   # "predicted" | "class" | "true" | "contrast" | "weights"
     classes: Union[int, torch.Tensor, None] = None
     parts: tuple = ()
     matrix: Union[torch.Tensor, None] = None
@@ -67,12 +71,23 @@ class Target:
         return Target("class", classes=_class_indices(k))
 
     @staticmethod
-    def true(labels) -> "Target":
-        return Target.cls(labels)
+    def true(labels=None) -> "Target":
+        return Target("true") if labels is None else Target.cls(labels)
 
     @staticmethod
     def contrast(a, b) -> "Target":
         return Target("contrast", parts=(as_target(a), as_target(b)))
+
+    def with_labels(self, labels) -> "Target":
+        """This target with Target.true() placeholders replaced by the images' labels (None: unlabeled images,
+        a ValueError if a placeholder needs them)."""
+        if self.kind == "true":
+            if labels is None:
+                raise ValueError("this image has no label: choose another target than its true class")
+            return Target.cls(labels)
+        if self.kind == "contrast":
+            return Target("contrast", parts=tuple(part.with_labels(labels) for part in self.parts))
+        return self
 
     @property
     def needs_logits(self) -> bool:
@@ -84,6 +99,8 @@ class Target:
         n, num_classes = logits.shape
         if self.kind == "predicted":
             return F.one_hot(logits.argmax(1), num_classes).to(logits.dtype)
+        if self.kind == "true":
+            raise ValueError("Target.true() needs the images' labels: use Target.true(labels) or .with_labels")
         if self.kind == "class":
             k = torch.as_tensor(self.classes, device=logits.device).expand(n) if isinstance(self.classes, int) \
                 else self.classes.to(logits.device)
@@ -102,6 +119,19 @@ class Target:
     def resolve(self, logits: torch.Tensor) -> "Target":
         """This target fixed to concrete weights, e.g. the trained model's predictions for a randomised copy."""
         return Target("weights", matrix=self.weights(logits.detach()))
+
+    def _value(self) -> tuple:
+        """The target as plain Python values: what equality and hashing compare (tensors by their contents)."""
+        def plain(t):
+            return (tuple(t.shape), tuple(t.flatten().tolist())) if isinstance(t, torch.Tensor) else t
+
+        return self.kind, plain(self.classes), tuple(part._value() for part in self.parts), plain(self.matrix)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Target) and self._value() == other._value()
+
+    def __hash__(self) -> int:
+        return hash(self._value())
 
 
 TargetLike = Union[Target, int, Sequence[int], np.ndarray, torch.Tensor, None]
@@ -415,6 +445,24 @@ def explain(model: nn.Module, images, method: str = DEFAULT_METHOD, target: Targ
     with analysis_mode(model), torch.no_grad():
         probabilities = torch.softmax(model(x), dim=1)
     return _numpy(probabilities), compute_saliency(method, model, x, target, **options)
+
+
+def baseline_for(loaded, name):
+    """Integrated Gradients' baseline `name` for a LoadedModel: "black" is the all-black face as this model's
+    normalizer sees it (a tensor); any other name ("zero", "mean", "blur") or value is `reference_image`'s own."""
+    if isinstance(name, str) and name == "black":
+        return loaded.preprocess(np.zeros((1, 48, 48), np.uint8))
+    return name
+
+
+def explain_faces(loaded, pixels, method: str = DEFAULT_METHOD, target: TargetLike = None,
+                  **options) -> tuple[np.ndarray, np.ndarray]:
+    """`explain` of raw uint8 faces (N, 48, 48) or one face (48, 48) with a LoadedModel: preprocessed with its
+    normalizer, a named IG baseline resolved by `baseline_for`. Any face works, from a data set or an upload."""
+    faces = np.asarray(pixels, dtype=np.uint8).reshape(-1, 48, 48)
+    if "baseline" in options:
+        options["baseline"] = baseline_for(loaded, options["baseline"])
+    return explain(loaded.model, loaded.preprocess(faces), method, target, **options)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -56,7 +56,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.png is not None:
         args.png.mkdir(parents=True, exist_ok=True)
-    from ui.figures import filter_grid  # the page's own picture
+    from fercore.render import filter_grid  # the page's own picture
 
     print(f"{'checkpoint':12} {'layer':6} {'objective':9} {'param':8} {'at bounds':>9} {'flat':>5} {'seconds':>8}")
     for path in args.checkpoints.split(","):

@@ -25,7 +25,7 @@ from fercore.checkpoints import load_model  # noqa: E402
 from fercore.data import load_dataset  # noqa: E402
 from fercore.labels import PRIVATE_TEST  # noqa: E402
 from fercore.saliency import explain  # noqa: E402
-from ui.figures import saliency_panels  # noqa: E402
+from fercore.render import saliency_panels  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINTS = ("hw3", "fernet")

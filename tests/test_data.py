@@ -517,3 +517,14 @@ def test_unknown_class_folder_inside_a_split_folder(tmp_path):
     save_image(root / "test" / "joy" / "b.png", random_faces(1)[0][0])
     with pytest.raises(DataError, match=r"nested/test/joy: unknown class folder"):
         load_dataset(root)
+
+
+def test_split_rows_are_the_positions_select_split_takes():
+    if not DEFAULT_DATA_PATH.exists():
+        pytest.skip(f"needs {DEFAULT_DATA_PATH}")
+    data = load_dataset(DEFAULT_DATA_PATH)
+    rows = data.split_rows("PrivateTest")
+    assert rows.dtype == np.int64 and len(rows) > 0 and np.all(np.diff(rows) > 0)
+    assert np.array_equal(data.pixels[rows], data.select_split("PrivateTest").pixels)
+    assert np.array_equal(data.split_rows(None), np.arange(len(data)))
+    assert len(data.split_rows("Training")) == 0  # the shipped file holds the two test splits only

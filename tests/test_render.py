@@ -184,7 +184,7 @@ def test_top_k_mask_keeps_that_share_of_the_most_salient_pixels(face, saliency_m
 
 
 def test_saliency_panels_are_the_library_defaults(face, saliency_map):
-    from ui.figures import saliency_panels
+    from fercore.render import saliency_panels
 
     panels = saliency_panels(face, saliency_map)
     assert list(panels) == ["Original", "Heatmap", "Mask", "Overlay"]

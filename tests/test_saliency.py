@@ -544,3 +544,45 @@ def test_default_mask_keeps_a_fifth_to_three_fifths_of_a_real_face(name):
     assert ((shares >= 0.2) & (shares <= 0.6)).mean() >= 0.95, np.percentile(shares, [5, 50, 95])
     minmax = np.array([render.kept_pixels(m, scaling="minmax", smoothing=0).mean() for m in maps])
     assert np.median(minmax) < 0.05  # only the peaks: why the default changed
+
+
+def test_targets_compare_by_value_and_true_waits_for_labels():
+    """Targets key caches: equal choices are equal and hash alike; Target.true() is bound to labels later."""
+    assert Target.cls(3) == Target.cls(np.int64(3)) and hash(Target.cls(3)) == hash(Target.cls(3))
+    assert Target.cls(3) != Target.cls(4) and Target.predicted() != Target.true()
+    assert Target.cls([1, 2]) == Target.cls(torch.tensor([1, 2])) != Target.cls([1, 3])
+    assert Target.contrast(1, 4) == Target.contrast(1, 4) != Target.contrast(4, 1)
+    assert len({Target.predicted(), Target.predicted(), Target.contrast(1, 4), Target.contrast(1, 4)}) == 2
+    logits = torch.zeros(2, 7)
+    with pytest.raises(ValueError, match="labels"):
+        Target.true().weights(logits)
+    assert Target.contrast(Target.true(), 4).with_labels(2) == Target.contrast(2, 4)
+    assert torch.equal(Target.true().with_labels(torch.tensor([5, 6])).weights(logits), torch.eye(7)[[5, 6]])
+    assert Target.predicted().with_labels(None) == Target.predicted()
+    with pytest.raises(ValueError, match="no label"):
+        Target.true().with_labels(None)
+
+
+def test_explain_faces_reads_raw_faces_and_the_black_baseline():
+    """explain_faces on uint8 faces is explain on the normalized ones; "black" is the all-black face normalized,
+    and predict gives explain's probabilities."""
+    from fercore.checkpoints import load_model
+
+    checkpoint = ROOT / "checkpoints" / "fernet"
+    if not (checkpoint / "last.pt").exists():
+        pytest.skip(f"needs the shipped checkpoint {checkpoint}")
+    loaded = load_model(checkpoint)
+    faces = np.random.default_rng(0).integers(0, 256, (3, 48, 48), dtype=np.uint8)
+    black = saliency.baseline_for(loaded, "black")
+    assert torch.equal(black, loaded.preprocess(np.zeros((1, 48, 48), np.uint8)))
+    assert saliency.baseline_for(loaded, "blur") == "blur"
+    options = dict(baseline="black", steps=8)
+    probabilities, maps = saliency.explain_faces(loaded, faces, "integrated_gradients", Target.cls(2), **options)
+    expected_p, expected = saliency.explain(loaded.model, loaded.preprocess(faces), "integrated_gradients",
+                                            Target.cls(2), baseline=black, steps=8)
+    np.testing.assert_allclose(maps, expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(probabilities, expected_p, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(loaded.predict(faces), expected_p, rtol=1e-5, atol=1e-6)
+    assert loaded.predict(faces[0]).shape == (1, 7) and not loaded.model.training
+    _, blurred = saliency.explain_faces(loaded, faces[0], "integrated_gradients", 2, baseline="blur", steps=8)
+    assert blurred.shape == (1, 48, 48) and not np.allclose(blurred[0], maps[0])  # other names pass through

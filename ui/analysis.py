@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import streamlit as st
@@ -18,6 +19,9 @@ from ui.computelog import computing
 from ui.shared import shared_results
 from ui.sidebar import Selection
 from ui.threads import use_app_threads
+
+if TYPE_CHECKING:  # fercore.saliency imports torch, which the first paint must not wait for
+    from fercore.saliency import Target
 
 
 @dataclass(frozen=True)
@@ -49,30 +53,6 @@ def _images(s: Scope):
 
 # ------------------------------------------------------------------------------------------------ saliency
 
-@dataclass(frozen=True)
-class TargetSpec:
-    """Which score to explain: mode "predicted", "true", "class" (class_a) or "contrast" (class_a - class_b)."""
-
-    mode: str = "predicted"
-    class_a: int = 0
-    class_b: int = 0
-
-    def build(self, true_label: int | None):
-        from fercore.saliency import Target
-
-        if self.mode == "predicted":
-            return Target.predicted()
-        if self.mode == "true":
-            if true_label is None:
-                raise ValueError("this image has no label: choose another target")
-            return Target.cls(int(true_label))
-        if self.mode == "class":
-            return Target.cls(self.class_a)
-        if self.mode == "contrast":
-            return Target.contrast(Target.cls(self.class_a), Target.cls(self.class_b))
-        raise ValueError(f"unknown target {self.mode!r}")
-
-
 @dataclass
 class ImageAnalysis:
     pixels: np.ndarray         # uint8 (48, 48)
@@ -92,31 +72,29 @@ class ImageAnalysis:
         return text + (f" · true **{CLASS_NAMES[self.label]}**" if self.label is not None else "")
 
 
-def _method_options(loaded, method: str, options: tuple) -> dict:
-    opts = dict(options)
-    if method == "integrated_gradients" and opts.get("baseline") == "black":
-        opts["baseline"] = loaded.preprocess(np.zeros((1, 48, 48), np.uint8))  # the all-black picture
-    return opts
-
-
 @st.cache_data(show_spinner=False, max_entries=256)
-def _image_analysis(key: tuple, _s: Scope, index: int, method: str, target: TargetSpec, options: tuple):
-    from fercore.saliency import explain
-
+def _image_analysis(key: tuple, _s: Scope, index: int, method: str, target: Target, options: tuple):
     loaded, data = _loaded(_s), _images(_s)
     if not 0 <= index < len(data):
         raise ValueError(f"image {index} is not in this split ({len(data)} images)")
     label = None if data.labels is None else int(data.labels[index])
-    x = loaded.preprocess(data.pixels[index:index + 1])
+    probabilities, saliency = face_analysis(loaded, data.pixels[index], method, target.with_labels(label), options)
+    votes = None if data.ferplus_votes is None else data.ferplus_votes[index]
+    return ImageAnalysis(data.pixels[index], saliency, probabilities, label, votes, str(data.ids[index]))
+
+
+def face_analysis(loaded, pixels: np.ndarray, method: str, target: Target, options: dict | tuple) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities (7,), saliency (48, 48)) of any uint8 face (48, 48), from a data set or an upload:
+    fercore.saliency.explain_faces on the shared model, under its lock, with the app's threads."""
+    from fercore.saliency import explain_faces
+
     use_app_threads(batch=method in ("smoothgrad", "integrated_gradients"))  # tens of noisy copies or path points
     with loaders.model_lock(loaded):
-        probabilities, saliency = explain(loaded.model, x, method, target.build(label),
-                                          **_method_options(loaded, method, options))
-    votes = None if data.ferplus_votes is None else data.ferplus_votes[index]
-    return ImageAnalysis(data.pixels[index], saliency[0], probabilities[0], label, votes, str(data.ids[index]))
+        probabilities, saliency = explain_faces(loaded, pixels, method, target, **dict(options))
+    return probabilities[0], saliency[0]
 
 
-def image_analysis(s: Scope, index: int, method: str, target: TargetSpec, options: dict) -> ImageAnalysis:
+def image_analysis(s: Scope, index: int, method: str, target: Target, options: dict) -> ImageAnalysis:
     """One image's saliency map (fercore.saliency), class probabilities and FER+ votes."""
     return _image_analysis((*s.key, s.checkpoint), s, int(index), method, target, tuple(sorted(options.items())))
 
@@ -366,7 +344,7 @@ def report_html(s: Scope, image_index: int) -> str:
 # ----------------------------------------------------------------------------------------------------- occlusion
 
 @st.cache_data(show_spinner=False, max_entries=128)
-def _occlusion(key: tuple, _s: Scope, index: int, target: TargetSpec, patch: int, stride: int) -> np.ndarray:
+def _occlusion(key: tuple, _s: Scope, index: int, target: Target, patch: int, stride: int) -> np.ndarray:
     from fercore.occlusion import occlusion_map
 
     loaded, data = _loaded(_s), _images(_s)
@@ -375,11 +353,11 @@ def _occlusion(key: tuple, _s: Scope, index: int, target: TargetSpec, patch: int
     label = None if data.labels is None else int(data.labels[index])
     use_app_threads()  # one face, but ~120 occluded copies of it in one batch
     with loaders.model_lock(loaded):
-        return occlusion_map(loaded.model, loaded.preprocess(data.pixels[index:index + 1]), target.build(label),
+        return occlusion_map(loaded.model, loaded.preprocess(data.pixels[index:index + 1]), target.with_labels(label),
                              patch=patch, stride=stride)[0]
 
 
-def occlusion(s: Scope, index: int, target: TargetSpec, patch: int, stride: int) -> np.ndarray:
+def occlusion(s: Scope, index: int, target: Target, patch: int, stride: int) -> np.ndarray:
     """fercore.occlusion.occlusion_map of image `index` of the split: (48, 48) drops of the target's probability."""
     return _occlusion((*s.key, s.checkpoint), s, int(index), target, int(patch), int(stride))
 

@@ -39,7 +39,7 @@ from . import objectives, params, transforms
 from .exemplars import receptive_field
 from .tracing import IMAGE_SHAPE, LayerRef, _chunks, _filter_indices, find_layer, to_conv_input
 
-Progress = Callable[[int, int], None]
+OnStep = Callable[[int, int], None]  # (ascent steps done, steps in all)
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def visualize_filters(model: nn.Module, layer: LayerRef, filters: Sequence[int] 
                       scales: Sequence[float] | None = None, tv_weight: float | None = None,
                       stage: str | None = None, seed: int = DEFAULT_SEED,
                       start: torch.Tensor | np.ndarray | None = None, value_range: tuple[float, float] = (0.0, 1.0),
-                      progress: Progress | None = None) -> FilterVisualization:
+                      progress: OnStep | None = None) -> FilterVisualization:
     """Images that maximise each chosen filter of a conv layer (all filters when None).
 
     Every setting left None takes the layer's default (`default_settings`: see the module's docstring); the
@@ -119,7 +119,7 @@ def render_vis(model: nn.Module, layer: LayerRef, filters: Sequence[int] | None 
                steps: int = 100, lr: float = 0.05, l2_decay: float = 0.0, blur_every: int = 0,
                blur_sigma: float = 0.5, tv_weight: float = 0.0, stage: str = "pre_relu", seed: int = 0,
                start=None, value_range: tuple[float, float] = (0.0, 1.0),
-               progress: Progress | None = None) -> FilterVisualization:
+               progress: OnStep | None = None) -> FilterVisualization:
     """The ascent loop: each step, the parameterised images go through `transform` (one random draw per step for
     the whole batch), the objective's gradient (minus `tv_weight` times total variation) moves them with Adam, then
     decay, blur and the parameterisation's projection apply in place."""
