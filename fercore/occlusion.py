@@ -193,10 +193,7 @@ def cover(image, region: Region, fill=DEFAULT_FILL) -> np.ndarray:
 
 def covered_prediction(loaded, image, region: Region, fill=DEFAULT_FILL) -> tuple[np.ndarray, np.ndarray]:
     """(probabilities before, probabilities after) covering `region` of a uint8 face, float32 (7,) each, for a
-    LoadedModel (its preprocessing included)."""
+    LoadedModel (LoadedModel.predict: its preprocessing, the model left as it was)."""
     face = np.asarray(image)
-    x = loaded.preprocess(np.stack([face, cover(face, region, fill)]))
-    model = loaded.model
-    with analysis_mode(model), torch.no_grad():
-        probabilities = torch.softmax(model(_as_batch(model, x)), dim=1).cpu().numpy()
-    return probabilities[0], probabilities[1]
+    before, after = loaded.predict(np.stack([face, cover(face, region, fill)]))
+    return before, after
