@@ -29,11 +29,11 @@ def evaluated_picks(picks: list[str]):
     for path in picks:
         label = sources.checkpoint_label(path)
         with shown_errors(f"compare {label}"):
-            scope = analysis.scope(Selection(path, selection.data, selection.split))
+            loaded = loaders.model(path)  # a checkpoint that does not load gets its red box here
             with st.spinner(f"Evaluating {label} on {selection.split} (once per checkpoint and data)…"):
-                result = analysis.evaluation(scope)
+                result = analysis.evaluation(Selection(path, selection.data, selection.split), False)
             labels.append(label)
-            runs.append(loaders.model(path))
+            runs.append(loaded)
             evaluations.append(result)
     return labels, runs, evaluations
 

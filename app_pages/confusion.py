@@ -29,11 +29,11 @@ def on_cell_click() -> None:
 
 
 @st.dialog("Where the model looks", width="large")
-def quick_look(s, index: int) -> None:
+def quick_look(selection, index: int) -> None:
     """The homework's pictures of one face over the gallery, so a class can click through faces without leaving
     the cell; the Inspect page has every method, target and threshold."""
     with shown_errors("compute the saliency map"):
-        result = analysis.image_analysis(s, index, "gradient", Target.predicted(), {})
+        result = analysis.image_analysis(selection, index, "gradient", Target.predicted(), {})
         st.markdown(result.summary(index, selection.split))
         for column, (title, image) in zip(st.columns(4), render.saliency_panels(result.pixels,
                                                                                   result.saliency).items()):
@@ -42,9 +42,9 @@ def quick_look(s, index: int) -> None:
     st.page_link(nav.INSPECT, label="Open in the Inspect page", icon=":material/center_focus_strong:")
 
 
-def matrix_section(result, tta: bool, normalized: bool):
+def matrix_section(selection, result, tta: bool, normalized: bool):
     """The clickable matrix and the per-class table; returns the space under the table (for the cell's means)."""
-    figure = analysis.confusion_figure(scope, tta, normalized)
+    figure = analysis.confusion_figure(selection, tta, normalized)
     left, right = st.columns([3, 2], gap="large")
     with left:
         st.plotly_chart(figure, key=keys.CONFUSION_CHART, on_select=on_cell_click, selection_mode="points",
@@ -63,17 +63,17 @@ def matrix_section(result, tta: bool, normalized: bool):
 
 
 @st.fragment
-def cell_explorer(result, tta: bool, normalized: bool) -> None:
+def cell_explorer(selection, data, result, tta: bool, normalized: bool) -> None:
     """The matrix, then the clicked cell's faces and means, as a fragment: a cell click reruns only this part (and
     outside the page's error box, hence its own)."""
     with shown_errors("show the cell"):
-        means_box = matrix_section(result, tta, normalized)
+        means_box = matrix_section(selection, result, tta, normalized)
         cell = st.session_state.get(keys.CELL)
         if cell is not None:
             true, pred = (int(v) for v in cell)
-            gallery(true, pred, analysis.cell_images(scope, true, pred, tta))
+            gallery(selection, data, true, pred, analysis.cell_images(selection, true, pred, tta))
             with means_box, shown_errors("average the cell"):  # after the gallery, so the faces come first
-                means_section(scope, true, pred, tta)
+                means_section(selection, true, pred, tta)
 
 
 def votes_text(votes) -> str:
@@ -81,7 +81,7 @@ def votes_text(votes) -> str:
     return "FER+ " + ", ".join(f"{name} {v}" for v, name in top) if top else "FER+ no votes"
 
 
-def gallery(true: int, pred: int, cell) -> None:
+def gallery(selection, data, true: int, pred: int, cell) -> None:
     count = len(cell.indices)
     st.subheader(f"True {CLASS_NAMES[true]}, predicted {CLASS_NAMES[pred]}: {count} image{'s' * (count != 1)}")
     if count == 0:
@@ -102,11 +102,11 @@ def gallery(true: int, pred: int, cell) -> None:
     for row in range(0, len(shown), COLUMNS):
         for column, k in zip(st.columns(COLUMNS), shown[row:row + COLUMNS]):
             with column:
-                face_card(scope, int(cell.indices[k]), cell.probabilities[k])
+                face_card(selection, data, int(cell.indices[k]), cell.probabilities[k])
 
 
 @st.fragment
-def face_card(s, index: int, probs) -> None:
+def face_card(selection, data, index: int, probs) -> None:
     """One face of the gallery, a fragment of its own: its Inspect click reruns only this card and opens the quick
     look, without redrawing the matrix and the other faces, so the saliency shows in well under a second."""
     st.image(render.upscale(data.pixels[index], 2), width="stretch")
@@ -115,12 +115,12 @@ def face_card(s, index: int, probs) -> None:
                + (f"  \n{votes_text(data.ferplus_votes[index])}" if data.ferplus_votes is not None else ""))
     if st.button("Inspect", key=f"w_pick_{index}", icon=":material/center_focus_strong:"):
         st.session_state[keys.IMAGE] = index  # the face the Inspect page shows
-        quick_look(s, index)
+        quick_look(selection, index)
 
 
-def means_section(s, true: int, pred: int, tta: bool) -> None:
+def means_section(selection, true: int, pred: int, tta: bool) -> None:
     with st.spinner("Averaging the cell's faces and saliency…"):
-        face, saliency = analysis.cell_means(s, true, pred, tta)
+        face, saliency = analysis.cell_means(selection, true, pred, tta)
     if face is None:
         return
     face = render.to_uint8(face, 0, 255)
@@ -133,11 +133,7 @@ def means_section(s, true: int, pred: int, tta: bool) -> None:
                "most confident faces at most.")
 
 
-scope = None
-with shown_errors("load the checkpoint"):
-    scope = analysis.scope(selection)
-if scope is None:
-    st.stop()
+guards.need_model(selection)  # a checkpoint that does not load stops the page here, with its reason
 
 c1, c2, _ = st.columns([1, 1, 2])
 normalized = c1.toggle("Row-normalized", key=keys.NORMALIZED, persist_state="session",
@@ -146,9 +142,9 @@ tta = c2.toggle("Flip TTA", key=keys.TTA, persist_state="session",
                 help="Test-time augmentation: average the probabilities of each face and its mirror image")
 with shown_errors("evaluate the checkpoint"):
     with st.spinner(f"Evaluating on {len(data)} images (once per checkpoint and data, shared by every session)…"):
-        result = analysis.evaluation(scope, tta)
+        result = analysis.evaluation(selection, tta)
     st.caption(f"{sources.checkpoint_label(selection.checkpoint)} on {selection.data.label}, "
                f"{selection.split}: {len(result):,} images, accuracy **{result.accuracy:.1%}**, "
                f"macro F1 {result.macro_f1:.3f} ({result.tta_note}). "
                f"**{most_confused(result.confusion).sentence()}**")
-    cell_explorer(result, tta, normalized)
+    cell_explorer(selection, data, result, tta, normalized)

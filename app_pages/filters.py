@@ -16,24 +16,16 @@ from fercore.models import conv_layers  # noqa: E402
 
 MODES = {"grid": "Whole layer", "one": "One filter"}
 
-scope = None
-with shown_errors("load the checkpoint"):
-    scope = analysis.scope(selection)
-if scope is None:
-    st.stop()
-layers = conv_layers(guards.need_model(selection).model)
-
-
 OBJECTIVES = {"channel": "Mean response (whole map)", "neuron": "Centre unit"}
 PARAMETERISATIONS = {"pixel": "Pixels (clipped to the range)", "sigmoid": "Squashed (always inside the range)",
                      "spectral": "Spectral (1/frequency, smooth)"}
 STAGES = {"pre_relu": "Before the ReLU", "activation": "After the ReLU", "conv": "Conv output (before BN)"}
 
 
-def ascent_settings(layer: str) -> dict:
+def ascent_settings(selection, layer: str) -> dict:
     """The gradient-ascent settings, starting at fercore's defaults for this layer (chosen by its receptive field);
     each layer keeps its own."""
-    default = analysis.ascent_defaults(scope, layer)
+    default = analysis.ascent_defaults(selection, layer)
 
     def key(name: str) -> str:
         return f"w_fa_{name}@{layer}"
@@ -70,7 +62,7 @@ def ascent_settings(layer: str) -> dict:
         }
 
 
-def controls() -> tuple[str, str, int, dict]:
+def controls(selection, layers: dict) -> tuple[str, str, int, dict]:
     c1, c2, c3 = st.columns([1.2, 1, 1])
     layer = c1.selectbox("Layer", list(layers), key=keys.LAYER, persist_state="session",
                          help="Conv layers from input to output: deeper layers respond to larger, more abstract "
@@ -82,12 +74,12 @@ def controls() -> tuple[str, str, int, dict]:
         st.session_state[keys.FILTER_INDEX] = 0
     filter_index = c3.number_input(f"Filter (0 – {count - 1})", 0, count - 1, key=keys.FILTER_INDEX,
                                    persist_state="session", help="For one-filter mode and the top images")
-    return layer, mode, int(filter_index), ascent_settings(layer)
+    return layer, mode, int(filter_index), ascent_settings(selection, layer)
 
 
-def kernels_column(column, layer: str, filters: tuple | None) -> None:
+def kernels_column(selection, column, layer: str, filters: tuple | None) -> None:
     """The first layer's kernels (the weights themselves) beside its ascent images."""
-    kernels = analysis.layer_kernels(scope, layer)
+    kernels = analysis.layer_kernels(selection, layer)
     if kernels is None:
         return
     shown = kernels if filters is None else kernels[list(filters)]
@@ -100,16 +92,16 @@ def kernels_column(column, layer: str, filters: tuple | None) -> None:
                            mime="image/png", icon=":material/download:", key="w_fa_download_kernels")
 
 
-def ascent_section(layer: str, mode: str, filter_index: int, params: dict) -> None:
+def ascent_section(selection, layers: dict, layer: str, mode: str, filter_index: int, params: dict) -> None:
     filters = None if mode == "grid" else (filter_index,)
     what = f"all {layers[layer].out_channels} filters of {layer}" if filters is None else \
         f"filter {filter_index} of {layer}"
-    result = analysis.cached_filters(scope, layer, filters, params)
+    result = analysis.cached_filters(selection, layer, filters, params)
     if result is None:
         if not st.button(f"Render {what}", type="primary", icon=":material/play_arrow:", key="w_fa_render"):
             st.caption("Gradient ascent from seeded noise: the image that makes each filter respond most. "
                        "Deep layers take a while on a CPU; once rendered, every session sees the result at once.")
-            kernels_column(st, layer, filters)
+            kernels_column(selection, st, layer, filters)
             return
         bar = st.progress(0.0, text=f"Rendering {what}…")
         last = [-1.0]
@@ -119,16 +111,16 @@ def ascent_section(layer: str, mode: str, filter_index: int, params: dict) -> No
                 last[0] = fraction
                 bar.progress(fraction, text=f"Rendering {what}: {message}")
 
-        result = analysis.visualize_filters(scope, layer, filters, params, on_progress)
+        result = analysis.visualize_filters(selection, layer, filters, params, on_progress)
         bar.empty()
-    left, right = st.columns([3, 2]) if analysis.layer_kernels(scope, layer) is not None else (st, None)
+    left, right = st.columns([3, 2]) if analysis.layer_kernels(selection, layer) is not None else (st, None)
     picture = render.filter_grid(result.images, result.dead) if filters is None else \
         render.upscale(render.to_uint8(result.images[0]), 6)
     left.image(picture, caption=f"{what}, filter 0 top left, row by row" if filters is None else what)
     left.download_button("Gradient-ascent images (PNG)", render.png_bytes(picture), file_name=f"{layer}_ascent.png",
                          mime="image/png", icon=":material/download:", key="w_fa_download_ascent")
     if right is not None:
-        kernels_column(right, layer, filters)
+        kernels_column(selection, right, layer, filters)
     dead = [int(f) for f, d in zip(result.filters, result.dead) if d]
     reached = "Centre unit's response" if result.objective == "neuron" else "Mean response"
     st.caption(f"{reached} reached ({STAGES[result.stage].lower()}): {result.activations.min():.2f} – "
@@ -137,11 +129,11 @@ def ascent_section(layer: str, mode: str, filter_index: int, params: dict) -> No
                   "No dead filters."))
 
 
-def outputs_section(layer: str) -> None:
+def outputs_section(selection, data, layer: str) -> None:
     index = st.session_state.get(keys.IMAGE)
     index = index if index is not None and 0 <= index < len(data) else 0
     st.subheader(f"Outputs of {layer} for image {index}")
-    outputs = analysis.layer_outputs(scope, layer, index)
+    outputs = analysis.layer_outputs(selection, layer, index)
     left, right = st.columns([1, 4])
     left.image(render.upscale(data.pixels[index], 3), caption="input")
     picture = render.upscale(render.grid(outputs, ncols=16), 2)
@@ -151,20 +143,21 @@ def outputs_section(layer: str) -> None:
                           mime="image/png", icon=":material/download:", key="w_fa_download_outputs")
 
 
-def top_section(layer: str, filter_index: int) -> None:
+def top_section(selection, data, layer: str, filter_index: int) -> None:
     st.subheader(f"Faces that excite filter {filter_index} of {layer} most")
     with st.spinner("Scanning the split…"):
-        top = analysis.top_activating(scope, layer, filter_index, k=8)
+        top = analysis.top_activating(selection, layer, filter_index, 8)
     columns = st.columns(len(top.indices))
     for column, i, score, region in zip(columns, top.indices, top.scores, top.regions):
         column.image(render.upscale(render.boxed(data.pixels[i], region), 3), caption=f"#{i} · {score:.2f}")
     st.caption("The red box is the part of the face the strongest unit sees (its receptive field).")
 
 
-layer, mode, filter_index, params = controls()
+layers = conv_layers(guards.need_model(selection).model)  # a checkpoint that does not load stops here
+layer, mode, filter_index, params = controls(selection, layers)
 with shown_errors("render the filters"):
-    ascent_section(layer, mode, filter_index, params)
+    ascent_section(selection, layers, layer, mode, filter_index, params)
 with shown_errors("compute the layer outputs"):
-    outputs_section(layer)
+    outputs_section(selection, data, layer)
 with shown_errors("find the top images"):
-    top_section(layer, filter_index)
+    top_section(selection, data, layer, filter_index)

@@ -35,7 +35,7 @@ def pick_image(column) -> int:
     return int(picked)
 
 
-def method_controls(c1, c2) -> tuple[str, Target, dict]:
+def method_controls(selection, c1, c2) -> tuple[str, Target, dict]:
     method = c1.selectbox("Method", list(METHODS), format_func=METHODS.get, key=keys.METHOD,
                           persist_state="session")
     options: dict = {}
@@ -48,7 +48,7 @@ def method_controls(c1, c2) -> tuple[str, Target, dict]:
                                            persist_state="session")
         options["steps"] = c1.slider("Steps", 8, 128, 32, 8, key="w_ig_steps", persist_state="session")
     elif method == "gradcam":
-        sizes, default = analysis.gradcam_layers(scope)
+        sizes, default = analysis.gradcam_layers(selection)
         layers = list(sizes)
         layer = options["layer"] = c1.selectbox("Layer", layers, index=layers.index(default), key="w_gc_layer")
         height, width = sizes[layer]
@@ -91,18 +91,14 @@ def display_controls(column) -> tuple[dict, dict]:
     return {"scaling": scaling, "smoothing": smoothing}, mask
 
 
-scope = None
-with shown_errors("load the checkpoint"):
-    scope = analysis.scope(selection)
-if scope is None:
-    st.stop()
+guards.need_model(selection)  # a checkpoint that does not load stops the page here, with its reason
 
 c0, c1, c2, c3 = st.columns([0.8, 1.2, 1.5, 1.3])
 index = pick_image(c0)
-method, target, options = method_controls(c1, c2)
+method, target, options = method_controls(selection, c1, c2)
 display, mask = display_controls(c3)
 with shown_errors("compute the saliency map"):
-    result = analysis.image_analysis(scope, index, method, target, options)
+    result = analysis.image_analysis(selection, index, method, target, options)
     panels = render.saliency_panels(result.pixels, result.saliency, **display, **mask)
     st.markdown(result.summary(index, selection.split))
     columns = st.columns(4)
@@ -133,7 +129,7 @@ patch = o1.slider("Patch", 2, 24, occlusion.DEFAULT_PATCH, 1, format="%d px", ke
 stride = o1.slider("Stride", 1, 12, occlusion.DEFAULT_STRIDE, 1, format="%d px", key=keys.OCCLUSION_STRIDE,
                    persist_state="session", help="How far the square moves between positions")
 with shown_errors("compute the occlusion map"):
-    drops = analysis.occlusion(scope, index, target, patch, stride)
+    drops = analysis.occlusion(selection, index, target, patch, stride)
     o2.image(render.upscale(render.signed_heatmap(drops), 6), caption="Occlusion map", width="stretch")
     o3.caption(f"Each pixel: the mean drop in the target's probability (the page's target: {TARGETS[target.kind]}) "
                f"over the {patch}x{patch} px grey squares covering it, every {stride} px. Red: covering it lowers "
@@ -151,7 +147,7 @@ if region == "free":
                             persist_state="session", help="From the left column to the right one (exclusive)")
     region = (top, left, bottom, right)
 with shown_errors("cover the region"):
-    face, before, after = analysis.covered(scope, index, region)
+    face, before, after = analysis.covered(selection, index, region)
     r2.image(render.upscale(face, 6), caption="Covered with the face's mean grey", width="stretch")
     r3.plotly_chart(render.probability_bars(before, title="Before"), key="inspect_cover_before")
     r4.plotly_chart(render.probability_bars(after, title="After"), key="inspect_cover_after")

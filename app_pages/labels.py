@@ -26,10 +26,10 @@ def summary(audit) -> str:
             f"sides with FER+ on **{likely:,}** of them: likely mislabels.")
 
 
-def scores(audit) -> None:
+def scores(selection, audit) -> None:
     both = st.toggle("Score against the FER+ majority too", key=keys.LABELS_FERPLUS, persist_state="session",
                      help="FER+ asked ten annotators per face; its majority is a less noisy label than FER2013's")
-    figures = analysis.label_figures(scope)
+    figures = analysis.label_figures(selection, False)
     c1, c2 = st.columns(2)
     c1.metric("Accuracy against FER2013's labels", f"{audit.fer2013_accuracy:.1%}")
     if both:
@@ -65,20 +65,16 @@ def gallery(audit) -> None:
                            f"model {CLASS_NAMES[predicted]}{sides}")
 
 
-scope = None
-with shown_errors("load the checkpoint"):
-    scope = analysis.scope(selection)
-if scope is None:
-    st.stop()
+guards.need_model(selection)  # a checkpoint that does not load stops the page here, with its reason
 
 with shown_errors("compare the labels"):
     with st.spinner(f"Evaluating on {len(data)} images (once per checkpoint and data, shared by every session)…"):
-        audit = analysis.label_audit(scope)
+        audit = analysis.label_audit(selection, False)
     st.markdown(summary(audit))
     st.subheader("FER2013's label against the FER+ majority")
-    st.plotly_chart(analysis.label_figures(scope)["pairs"], key="labels_pairs", width="content")
+    st.plotly_chart(analysis.label_figures(selection, False)["pairs"], key="labels_pairs", width="content")
     st.caption("Rows: FER2013's label; columns: the FER+ majority; the diagonal is where they agree.")
     st.subheader("The model, scored against each")
-    scores(audit)
+    scores(selection, audit)
     st.subheader("The disputed faces")
     gallery(audit)

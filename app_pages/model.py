@@ -22,7 +22,7 @@ layers_column, recipe_column = st.columns([3, 2], gap="large")
 summary = None
 with layers_column, shown_errors("summarise the model"):
     st.subheader("Layers")
-    summary = analysis.model_summary(selection.checkpoint)
+    summary = analysis.model_summary(selection)
     st.dataframe(summary.rows(), hide_index=True, width="stretch", height="content",
                  column_config={"parameters": st.column_config.NumberColumn(format="localized"),
                                 "trainable": st.column_config.NumberColumn(format="localized")})
@@ -52,7 +52,7 @@ else:
     with shown_errors("evaluate the checkpoint on each split"):
         data = loaders.dataset(selection.data)
         with st.spinner(f"Evaluating on {len(data):,} images, split by split (once per checkpoint and data)…"):
-            accuracies = analysis.split_accuracies(selection.checkpoint, selection.data)
+            accuracies = analysis.split_accuracies(selection, False)
         st.dataframe(accuracies, hide_index=True, column_config={"accuracy": PERCENT,
                                                                  "images": st.column_config.NumberColumn(
                                                                      format="localized")})
@@ -73,13 +73,12 @@ history_column.download_button("Learning curves (CSV)", compare.csv_text(loaded.
                                icon=":material/download:", disabled=not loaded.history)
 with report_column, shown_errors("prepare the report"):
     labeled = selection.data is not None and loaders.dataset(selection.data).labels is not None
-    scope = analysis.scope(selection) if labeled else None
     face = st.session_state.get(keys.IMAGE) or 0
     # Built when clicked (a callable), on its own thread: gradient ascent and saliency take seconds on a CPU.
     st.download_button("Report: the five questions (HTML)",
-                       (lambda: analysis.report_html(scope, face)) if scope is not None else "",
+                       (lambda: analysis.report_html(selection, face)) if labeled else "",
                        file_name=f"report_{compare.run_label(loaded.path)}_{selection.split}.html",
-                       mime="text/html", icon=":material/download:", on_click="ignore", disabled=scope is None,
+                       mime="text/html", icon=":material/download:", on_click="ignore", disabled=not labeled,
                        key="w_model_report",
                        help=f"One self-contained page in the homework's order, on {selection.split}, with face "
                             f"{face} (choose it on the Inspect page) for questions 4 and 5; also "

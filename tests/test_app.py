@@ -231,7 +231,7 @@ def test_inspect_map_is_fercores_saliency(env):
     from ui.sources import DataChoice
 
     selection = Selection(str(env["checkpoint"]), DataChoice(str(env["data"]), "faces"), "PrivateTest")
-    result = analysis.image_analysis(analysis.scope(selection), 7, "gradient", Target.cls(3), {})
+    result = analysis.image_analysis(selection, 7, "gradient", Target.cls(3), {})
     loaded = load_model(env["checkpoint"])
     data = load_dataset(env["data"]).select_split("PrivateTest")
     expected = gradient(loaded.model, loaded.preprocess(data.pixels[7:8]), Target.cls(3))[0]

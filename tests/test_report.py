@@ -263,15 +263,14 @@ def test_the_apps_report_is_fercores_on_the_sidebars_choice(classroom, monkeypat
     passes = []
     forward = evaluation.predict_probabilities
     monkeypatch.setattr(evaluation, "predict_probabilities", lambda *a, **k: passes.append(1) or forward(*a, **k))
-    scope = analysis.scope(Selection(str(classroom["run"]), DataChoice(str(classroom["data"]), "faces"),
-                                     "PrivateTest"))
+    scope = Selection(str(classroom["run"]), DataChoice(str(classroom["data"]), "faces"), "PrivateTest")
     text = analysis.report_html(scope, 5)
     page, loaded, dataset = Page(text), load_model(classroom["run"]), load_dataset(classroom["data"])
     assert page.headings == list(SECTIONS) and "Face 5 of PrivateTest" in page.plain
     np.testing.assert_array_equal(page.counts, brute_force_confusion(loaded, dataset, PRIVATE_TEST))
     assert len(passes) == 2  # PublicTest and PrivateTest, once each
     assert analysis.report_html(scope, 5) is text
-    assert analysis.evaluation(scope).confusion.sum() == 140 and len(passes) == 2  # the Confusion page's, shared
+    assert analysis.evaluation(scope, False).confusion.sum() == 140 and len(passes) == 2  # the Confusion page's, shared
 
 
 # ----------------------------------------------------------------------------------------------------------------

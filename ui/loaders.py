@@ -13,37 +13,30 @@ from ui.sidebar import Selection
 
 # ------------------------------------------------------------------------------------------------ data
 
-@st.cache_resource(show_spinner="Reading the data…", max_entries=6)
-def _dataset(path: str | None, stamp: tuple):
-    from fercore.data import load_dataset
-
-    return load_dataset(path)
-
-
+@st.cache_resource(show_spinner="Reading the data…", max_entries=6,
+                   hash_funcs={sources.DataChoice: sources.DataChoice.file_identity})
 def dataset(choice: sources.DataChoice):
     """The whole FerDataset the sidebar chose (DataError if it cannot be read)."""
-    path = choice.path
-    return _dataset(path, sources.stamp(path or sources.default_data_path()))
+    from fercore.data import load_dataset
+
+    return load_dataset(choice.path)
 
 
-@st.cache_resource(show_spinner=False, max_entries=12)
-def _split(data_key: str, split: str, _choice: sources.DataChoice):
-    from fercore.labels import SPLIT_NAMES
-
-    data = dataset(_choice)
-    if split == "all":
-        return data
-    subset = data.select_split(split)
-    if len(subset) == 0:
-        present = [SPLIT_NAMES[code] for code in sorted(set(data.split.tolist()))]
-        raise ValueError(f"{data.source} has no {split} rows: pick one of {', '.join(present)} or 'all' "
-                         "in the sidebar")
-    return subset
-
-
+@st.cache_resource(show_spinner=False, max_entries=12,
+                   hash_funcs={Selection: Selection.data_identity, sources.DataChoice: sources.DataChoice.file_identity})
 def split_dataset(selection: Selection):
     """The rows of the chosen split (ValueError naming the splits present when it is empty)."""
-    return _split(selection.data.key, selection.split, selection.data)
+    from fercore.labels import SPLIT_NAMES
+
+    data = dataset(selection.data)
+    if selection.split == "all":
+        return data
+    subset = data.select_split(selection.split)
+    if len(subset) == 0:
+        present = [SPLIT_NAMES[code] for code in sorted(set(data.split.tolist()))]
+        raise ValueError(f"{data.source} has no {selection.split} rows: pick one of {', '.join(present)} or 'all' "
+                         "in the sidebar")
+    return subset
 
 
 # ---------------------------------------------------------------------------------------------- models

@@ -15,9 +15,26 @@ _SELECTION = "_selection"
 
 @dataclass(frozen=True)
 class Selection:
+    """Which checkpoint, data and split: what every analysis result depends on. The checkpoint file's stamp is read
+    when the selection is made, as the data's is (sources.DataChoice), so a selection is a cache key that changes
+    when either file does: ui.analysis caches its functions on it directly."""
+
     checkpoint: str | None  # path of a .pt file or run folder; None when there is none yet
     data: sources.DataChoice | None  # None while an upload or path is missing
     split: str
+    checkpoint_stamp: tuple | None = None  # None: read now
+
+    def __post_init__(self):
+        if self.checkpoint_stamp is None and self.checkpoint is not None:
+            object.__setattr__(self, "checkpoint_stamp", sources.stamp(sources.checkpoint_file(self.checkpoint)))
+
+    def model_identity(self) -> tuple:
+        """What a result of the model alone (its layers, its filters) depends on: not the data or the split."""
+        return self.checkpoint, self.checkpoint_stamp
+
+    def data_identity(self) -> tuple:
+        """What the split's rows depend on: not the checkpoint."""
+        return self.data, self.split
 
 
 def _forget_cell() -> None:

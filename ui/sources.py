@@ -48,15 +48,27 @@ def stamp(path: Path | str | None) -> tuple:
 
 @dataclass(frozen=True)
 class DataChoice:
-    """The data the sidebar selected: path None means fercore's shipped default file."""
+    """The data the sidebar selected: path None means fercore's shipped default file.
+
+    Its file's stamp is read when the choice is made (each rerun makes it anew), so the choice itself is a cache
+    key that changes when the file does: cached functions take it as a plain argument."""
 
     path: str | None
     label: str
+    stamp: tuple | None = None  # None: read now
+
+    def __post_init__(self):
+        if self.stamp is None:
+            object.__setattr__(self, "stamp", stamp(self.path or default_data_path()))
+
+    def file_identity(self) -> tuple:
+        """What the data read from it depends on: the path and its stamp, not the label."""
+        return self.path, self.stamp
 
     @property
     def key(self) -> str:
-        """Identity for caches: the path and when it last changed."""
-        return f"{self.path or 'default'}@{stamp(self.path or default_data_path())}"
+        """Identity for caches and logs: the path and when it last changed."""
+        return f"{self.path or 'default'}@{self.stamp}"
 
     def train_args(self) -> list[str]:
         return ["--data", self.path] if self.path else []
