@@ -12,6 +12,7 @@ FILTERS = "app_pages/filters.py"
 MODEL = "app_pages/model.py"
 COMPARE = "app_pages/compare.py"
 LABELS = "app_pages/labels.py"
+TRY_IT = "app_pages/try_it.py"
 TRAIN = "app_pages/train.py"
 
 
@@ -23,5 +24,6 @@ def pages() -> list:
         st.Page(MODEL, title="Model", icon=":material/account_tree:"),
         st.Page(COMPARE, title="Compare", icon=":material/compare_arrows:"),
         st.Page(LABELS, title="Labels", icon=":material/label:"),
+        st.Page(TRY_IT, title="Try it", icon=":material/photo_camera:"),
         st.Page(TRAIN, title="Train", icon=":material/model_training:"),
     ]
