@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from ui import analysis, guards, keys, nav, sidebar
+from ui import analysis, guards, keys, nav, saliency_controls, sidebar
 from ui.errors import shown_errors
 
 st.title("Inspect")
@@ -12,15 +12,6 @@ data = guards.need_data(selection)
 
 from fercore import render  # noqa: E402 -- after the first paint
 from fercore.data import IMAGE_SIZE  # noqa: E402
-from fercore.labels import CLASS_NAMES  # noqa: E402
-from fercore.saliency import Target  # noqa: E402
-
-METHODS = {"gradient": "Gradient", "smoothgrad": "SmoothGrad", "integrated_gradients": "Integrated Gradients",
-           "gradcam": "Grad-CAM"}
-TARGETS = {"predicted": "Predicted class", "true": "True class", "class": "Any class", "contrast": "Contrast A − B"}
-SCALINGS = {"homework": "Homework", "percentile": "99th percentile", "minmax": "Min-max"}
-MASK_MODES = {"threshold": "Threshold", "top": "Top k%"}
-CLASSES = list(range(len(CLASS_NAMES)))
 
 
 def pick_image(column) -> int:
@@ -35,68 +26,12 @@ def pick_image(column) -> int:
     return int(picked)
 
 
-def method_controls(selection, c1, c2) -> tuple[str, Target, dict]:
-    method = c1.selectbox("Method", list(METHODS), format_func=METHODS.get, key=keys.METHOD,
-                          persist_state="session")
-    options: dict = {}
-    if method == "smoothgrad":
-        options["samples"] = c1.slider("Samples", 5, 100, 25, 5, key="w_sg_samples", persist_state="session")
-        options["noise_level"] = c1.slider("Noise level", 0.0, 0.5, 0.15, 0.01, key="w_sg_noise",
-                                           persist_state="session")
-    elif method == "integrated_gradients":
-        options["baseline"] = c1.selectbox("Baseline", ["black", "mean", "blur"], key="w_ig_baseline",
-                                           persist_state="session")
-        options["steps"] = c1.slider("Steps", 8, 128, 32, 8, key="w_ig_steps", persist_state="session")
-    elif method == "gradcam":
-        sizes, default = analysis.gradcam_layers(selection)
-        layers = list(sizes)
-        layer = options["layer"] = c1.selectbox("Layer", layers, index=layers.index(default), key="w_gc_layer")
-        height, width = sizes[layer]
-        c1.caption(f"{layer}'s map is {height}x{width}, upsampled to {IMAGE_SIZE}x{IMAGE_SIZE}."
-                   if (height, width) != (IMAGE_SIZE, IMAGE_SIZE) else f"{layer}'s map is the face's own size.")
-    mode = c2.selectbox("Target", list(TARGETS), format_func=TARGETS.get, key=keys.TARGET_MODE,
-                        persist_state="session")
-    a = b = 0
-    if mode in ("class", "contrast"):
-        a = c2.selectbox("Class A" if mode == "contrast" else "Class", CLASSES, format_func=CLASS_NAMES.__getitem__,
-                         key=keys.CONTRAST_A if mode == "contrast" else keys.TARGET_CLASS, persist_state="session")
-    if mode == "contrast":
-        b = c2.selectbox("Class B", CLASSES, index=4, format_func=CLASS_NAMES.__getitem__, key=keys.CONTRAST_B,
-                         persist_state="session")
-    targets = {"predicted": Target.predicted(), "true": Target.true(), "class": Target.cls(int(a)),
-               "contrast": Target.contrast(int(a), int(b))}
-    return method, targets[mode], options
-
-
-def display_controls(column) -> tuple[dict, dict]:
-    """How the map is shown (fercore.render's scaling and smoothing) and which pixels the mask keeps; every
-    default is fercore.render's, so the first view is the library's."""
-    scaling = column.selectbox("Scaling", list(SCALINGS), index=list(SCALINGS).index(render.DEFAULT_SCALING),
-                               format_func=SCALINGS.get, key="w_inspect_scaling", persist_state="session",
-                               help="Homework: Keras' deprocess_image (0.5 is the face's mean saliency); 99th "
-                                    "percentile: PAIR saliency's; min-max: the map's own range")
-    smoothing = column.slider("Smoothing", 0.0, 3.0, render.DEFAULT_SMOOTHING, 0.5, format="%.1f px",
-                              key="w_inspect_smoothing", persist_state="session",
-                              help="Gaussian blur of the map before scaling (sigma in pixels); 0: none")
-    mode = column.radio("Mask", list(MASK_MODES), format_func=MASK_MODES.get, horizontal=True,
-                        key="w_inspect_mask_mode", persist_state="session")
-    if mode == "top":
-        mask = {"keep_top": column.slider("Keep the top", 0.05, 1.0, render.DEFAULT_KEEP_TOP, 0.05,
-                                          format="percent", key="w_inspect_keep_top", persist_state="session",
-                                          help="The share of the face's pixels the mask keeps, most salient first")}
-    else:
-        mask = {"threshold": column.slider("Mask threshold", 0.0, 1.0, render.DEFAULT_THRESHOLD, 0.05,
-                                           key=keys.THRESHOLD, persist_state="session",
-                                           help="The mask keeps the pixels whose scaled saliency is at least this")}
-    return {"scaling": scaling, "smoothing": smoothing}, mask
-
-
 guards.need_model(selection)  # a checkpoint that does not load stops the page here, with its reason
 
 c0, c1, c2, c3 = st.columns([0.8, 1.2, 1.5, 1.3])
 index = pick_image(c0)
-method, target, options = method_controls(selection, c1, c2)
-display, mask = display_controls(c3)
+method, target, options = saliency_controls.method_controls(selection, c1, c2)
+display, mask = saliency_controls.display_controls(c3)
 with shown_errors("compute the saliency map"):
     result = analysis.image_analysis(selection, index, method, target, options)
     panels = render.saliency_panels(result.pixels, result.saliency, **display, **mask)
@@ -131,7 +66,8 @@ stride = o1.slider("Stride", 1, 12, occlusion.DEFAULT_STRIDE, 1, format="%d px",
 with shown_errors("compute the occlusion map"):
     drops = analysis.occlusion(selection, index, target, patch, stride)
     o2.image(render.upscale(render.signed_heatmap(drops), 6), caption="Occlusion map", width="stretch")
-    o3.caption(f"Each pixel: the mean drop in the target's probability (the page's target: {TARGETS[target.kind]}) "
+    o3.caption(f"Each pixel: the mean drop in the target's probability (the page's target: "
+               f"{saliency_controls.TARGETS[target.kind]}) "
                f"over the {patch}x{patch} px grey squares covering it, every {stride} px. Red: covering it lowers "
                f"the probability (by up to {max(drops.max(), 0):.0%} here), blue: raises it (by up to "
                f"{max(-drops.min(), 0):.0%}), white: no change; one colour scale, symmetric about 0.")
