@@ -19,10 +19,10 @@ import pandas  # noqa: E402, F401
 import PIL.Image  # noqa: E402, F401
 import streamlit as st  # noqa: E402
 
-from ui import nav, sidebar, warmup  # noqa: E402
+from ui import compute, nav, sidebar  # noqa: E402
 
 st.set_page_config(page_title="fercore", page_icon=":material/sentiment_satisfied:", layout="wide")
 page = st.navigation(nav.pages())
 sidebar.render()
 page.run()
-warmup.start()  # after the first page is drawn, once per server
+compute.start_warmup()  # after the first page is drawn, once per server

@@ -17,7 +17,7 @@ from fercore.labels import CLASS_NAMES, PRIVATE_TEST, PUBLIC_TEST
 
 from fixtures import learnable_faces, tiny_fer_csv, wait_until, write_course_test_csv
 from fercore.training import TrainConfig
-from ui import keys, nav, runs, threads
+from ui import compute, keys, nav, runs
 from ui.settings import JOB_THREADS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -320,11 +320,11 @@ def test_train_page_starts_refuses_a_second_start_follows_resumes_and_stops(env,
         other.button(key="w_train_resume").click().run()
         assert not other.exception and not other.error
         assert jobs.is_running(run_dir)
-        assert threads.use_app_threads() == 1 == torch.get_num_threads()  # the app leaves the job its core
+        assert compute.use_app_threads() == 1 == torch.get_num_threads()  # the app leaves the job its core
         other.button(key="w_train_stop").click().run()
         assert not other.exception
         assert not jobs.is_running(run_dir) and "Not running" in texts(other)
-        assert threads.use_app_threads() == 2
+        assert compute.use_app_threads() == 2
     finally:
         jobs.stop(run_dir)
         torch.set_num_threads(1)

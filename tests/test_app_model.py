@@ -43,7 +43,7 @@ def accuracy(checkpoint, data_path, split: str) -> float:
 
 
 class ComputeLines(logging.Handler):
-    """The server's 'computed ...' lines (ui/computelog.py), to count how often a result was computed."""
+    """The server's 'computed ...' lines (ui.compute.computing), to count how often a result was computed."""
 
     def __init__(self):
         super().__init__()

@@ -3,8 +3,8 @@
 Each function is cached directly on its arguments: the sidebar's Selection (which carries its files' stamps, so a
 replaced checkpoint or data file is a new key), names and numbers, and a fercore.saliency.Target (hashable by
 value). A result of the model alone hashes the selection by its checkpoint only (Selection.model_identity), so
-changing the data or the split keeps it. Each function sets the torch thread count for the moment (ui.threads) and
-holds the model's lock while it hooks into the shared model.
+changing the data or the split keeps it. Each function sets the torch thread count for the moment and holds the
+model's lock while it hooks into the shared model (ui.compute says who serialises what).
 
 A cached function's arguments have no defaults: Streamlit keys on the arguments as passed, so a default left out
 in one call and given in another would compute the same result twice.
@@ -20,10 +20,8 @@ import numpy as np
 import streamlit as st
 
 from ui import loaders
-from ui.computelog import computing
-from ui.shared import shared_results
+from ui.compute import computing, model_lock, shared_results, use_app_threads
 from ui.sidebar import Selection
-from ui.threads import use_app_threads
 
 if TYPE_CHECKING:  # fercore.saliency imports torch, which the first paint must not wait for
     from fercore.saliency import Target
@@ -73,7 +71,7 @@ def face_analysis(loaded, pixels: np.ndarray, method: str, target: Target,
     from fercore.saliency import explain_faces
 
     use_app_threads(batch=method in ("smoothgrad", "integrated_gradients"))  # tens of noisy copies or path points
-    with loaders.model_lock(loaded):
+    with model_lock(loaded):
         probabilities, saliency = explain_faces(loaded, pixels, method, target, **options)
     return probabilities[0], saliency[0]
 
@@ -96,7 +94,7 @@ def gradcam_layers(selection: Selection) -> tuple[dict[str, tuple[int, int]], st
     from fercore.saliency import conv_map_sizes, default_gradcam_layer
 
     loaded = _loaded(selection)
-    with loaders.model_lock(loaded):
+    with model_lock(loaded):
         return conv_map_sizes(loaded.model), default_gradcam_layer(loaded.model)
 
 
@@ -115,7 +113,7 @@ def ascent_defaults(selection: Selection, layer: str) -> dict:
     from fercore.filters import default_settings
 
     loaded = _loaded(selection)
-    with loaders.model_lock(loaded):
+    with model_lock(loaded):
         return default_settings(loaded.model, layer)
 
 
@@ -126,7 +124,7 @@ def layer_kernels(selection: Selection, layer: str) -> np.ndarray | None:
     from fercore.filters import find_layer, layer_kernels as kernels
 
     loaded = _loaded(selection)
-    with loaders.model_lock(loaded):
+    with model_lock(loaded):
         site = find_layer(loaded.model, layer)
         if not site.reads_image or site.conv.in_channels != 1:
             return None
@@ -151,7 +149,7 @@ def visualize_filters(selection: Selection, layer: str, filters: tuple | None, p
 
     def compute(report):
         loaded = _loaded(selection)
-        with loaders.model_lock(loaded):
+        with model_lock(loaded):
             model = copy.deepcopy(loaded.model)
         use_app_threads()
         steps = params["steps"]
@@ -170,7 +168,7 @@ def layer_outputs(selection: Selection, layer: str, index: int) -> np.ndarray:
 
     loaded, data = _loaded(selection), _images(selection)
     use_app_threads(batch=False)
-    with loaders.model_lock(loaded):
+    with model_lock(loaded):
         return outputs(loaded.model, loaded.preprocess(data.pixels[index:index + 1]), layer)[0]
 
 
@@ -181,7 +179,7 @@ def top_activating(selection: Selection, layer: str, filter_index: int, k: int):
 
     loaded, data = _loaded(selection), _images(selection)
     use_app_threads()
-    with loaders.model_lock(loaded), computing(f"top activating images of {layer} filter {filter_index}"):
+    with model_lock(loaded), computing(f"top activating images of {layer} filter {filter_index}"):
         return top(loaded.model, loaded.preprocess(data.pixels), layer, filter_index, k=k)
 
 
@@ -199,7 +197,7 @@ def evaluation(selection: Selection, tta: bool):
     loaded = _loaded(selection)
     use_app_threads()
     # evaluate copies the model (hooks included): hold the lock so no saliency hook of another session comes along.
-    with loaders.model_lock(loaded), computing(f"evaluation on {selection.split} (tta {tta})"):
+    with model_lock(loaded), computing(f"evaluation on {selection.split} (tta {tta})"):
         # The split's own rows are the dataset here, so cell indices are positions in the split, as keys.IMAGE is.
         return evaluate_checkpoint(loaded, _images(selection), tta=tta)
 
@@ -228,7 +226,7 @@ def cell_means(selection: Selection, true: int, pred: int, tta: bool):
     if face is None:
         return None, None
     use_app_threads()
-    with loaders.model_lock(loaded), computing(f"mean face and saliency of cell ({true}, {pred})"):
+    with model_lock(loaded), computing(f"mean face and saliency of cell ({true}, {pred})"):
         saliency = cell_mean_saliency(result, loaded.model, loaded.normalizer, data, true, pred,
                                       limit=MEAN_SALIENCY_LIMIT)
     return face, saliency
@@ -250,7 +248,7 @@ def model_summary(selection: Selection):
     from fercore.models import summary
 
     loaded = _loaded(selection)
-    with loaders.model_lock(loaded):  # summary hooks into the shared model's modules for one forward pass
+    with model_lock(loaded):  # summary hooks into the shared model's modules for one forward pass
         return summary(loaded.model)
 
 
@@ -282,7 +280,7 @@ def report_html(selection: Selection, image_index: int) -> str:
     loaded = _loaded(selection)
     # A private copy: the report hooks into the model for seconds (saliency, gradient ascent, layer outputs), and
     # other sessions' clicks on the shared model must not wait for it or see its hooks.
-    with loaders.model_lock(loaded):
+    with model_lock(loaded):
         loaded = copy.deepcopy(loaded)
     use_app_threads()
     with computing(f"report on {selection.split}, face {image_index}"):
@@ -302,7 +300,7 @@ def occlusion(selection: Selection, index: int, target: Target, patch: int, stri
     index = _face_index(data, index)
     label = None if data.labels is None else int(data.labels[index])
     use_app_threads()  # one face, but ~120 occluded copies of it in one batch
-    with loaders.model_lock(loaded):
+    with model_lock(loaded):
         return occlusion_map(loaded.model, loaded.preprocess(data.pixels[index:index + 1]), target.with_labels(label),
                              patch=patch, stride=stride)[0]
 
@@ -315,7 +313,7 @@ def covered(selection: Selection, index: int, region) -> tuple[np.ndarray, np.nd
     loaded, data = _loaded(selection), _images(selection)
     face = data.pixels[_face_index(data, index)]
     use_app_threads(batch=False)
-    with loaders.model_lock(loaded):
+    with model_lock(loaded):
         before, after = covered_prediction(loaded, face, region)
     return cover(face, region), before, after
 

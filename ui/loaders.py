@@ -3,8 +3,6 @@ opens the same checkpoint and data). Keys include the file's mtime and size, so 
 
 from __future__ import annotations
 
-import threading
-
 import streamlit as st
 
 from ui import sources
@@ -22,8 +20,8 @@ def dataset(choice: sources.DataChoice):
     return load_dataset(choice.path)
 
 
-@st.cache_resource(show_spinner=False, max_entries=12,
-                   hash_funcs={Selection: Selection.data_identity, sources.DataChoice: sources.DataChoice.file_identity})
+@st.cache_resource(show_spinner=False, max_entries=12, hash_funcs={
+    Selection: Selection.data_identity, sources.DataChoice: sources.DataChoice.file_identity})
 def split_dataset(selection: Selection):
     """The rows of the chosen split (ValueError naming the splits present when it is empty)."""
     from fercore.labels import SPLIT_NAMES
@@ -60,15 +58,3 @@ def _model(path: str, stamp: tuple):
 def model(path: str):
     """The LoadedModel of a .pt file or run folder (CheckpointError if it cannot be loaded)."""
     return _model(path, sources.stamp(sources.checkpoint_file(path)))
-
-
-@st.cache_resource(show_spinner=False)
-def _locks() -> dict:
-    return {}
-
-
-def model_lock(loaded) -> threading.Lock:
-    """One lock per loaded model: sessions share the model object, and saliency and layer outputs hook into its
-    modules, so two of them must not run through it at once (on 2 cores they could not overlap anyway)."""
-    locks = _locks()
-    return locks.setdefault(loaded.key, threading.Lock())
