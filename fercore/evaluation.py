@@ -20,7 +20,6 @@ import hashlib
 import json
 import time
 import zipfile
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -33,6 +32,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from fercore import runs
 from fercore.labels import CLASS_NAMES, NUM_CLASSES, SPLIT_NAMES, split_index
+from fercore.threads import threads_for_call
 
 CACHE_FORMAT = "fercore-evaluation/1"  # bump when the cached arrays change meaning
 DEFAULT_BATCH_SIZE = 256
@@ -221,19 +221,6 @@ def _safe_divide(numerator, denominator) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------------------
 # Running the model
 
-@contextmanager
-def _torch_threads(threads: int | None):
-    if threads is None:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(int(threads))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def _fold_batchnorm(module: nn.Module) -> None:
     """In place, in eval mode: fold each BatchNorm that directly follows a conv / linear layer in an nn.Sequential
     into that layer's weights, and replace it with Identity (one memory pass less over large activation maps)."""
@@ -297,7 +284,7 @@ def predict_probabilities(model: nn.Module, normalizer: Callable, pixels: np.nda
     pixels = np.asarray(pixels)
     out = np.empty((len(pixels), NUM_CLASSES), dtype=np.float32)
     fast = _inference_copy(model)
-    with _torch_threads(threads), torch.inference_mode():
+    with threads_for_call(threads), torch.inference_mode():
         for start in range(0, len(pixels), batch_size):
             batch = torch.from_numpy(np.ascontiguousarray(pixels[start:start + batch_size]))
             x = normalizer(batch).float().contiguous(memory_format=torch.channels_last)

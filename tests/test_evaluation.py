@@ -322,3 +322,15 @@ def test_the_fast_copy_computes_what_the_model_computes(dataset):
     result = ev.evaluate(model, normalizer, dataset, tta=True, batch_size=50)
     np.testing.assert_allclose(result.probabilities, expected, atol=1e-5)
     assert isinstance(model[3], nn.BatchNorm2d) and not model[1].inplace and not model[5].inplace
+
+
+def test_threads_for_call_sets_the_count_inside_and_restores_it():
+    from fercore.threads import set_threads, threads_for_call
+
+    before = torch.get_num_threads()
+    with threads_for_call(before + 1):
+        assert torch.get_num_threads() == before + 1
+    assert torch.get_num_threads() == before
+    with threads_for_call(None):
+        assert torch.get_num_threads() == before
+    assert set_threads(before) == before == torch.get_num_threads()

@@ -125,10 +125,7 @@ def layer_kernels(selection: Selection, layer: str) -> np.ndarray | None:
 
     loaded = _loaded(selection)
     with model_lock(loaded):
-        site = find_layer(loaded.model, layer)
-        if not site.reads_image or site.conv.in_channels != 1:
-            return None
-        return kernels(loaded.model, layer)
+        return kernels(loaded.model, layer) if find_layer(loaded.model, layer).kernels_are_pictures else None
 
 
 def filter_key(selection: Selection, layer: str, filters: tuple | None, params: dict) -> tuple:

@@ -51,12 +51,10 @@ def use_app_threads(batch: bool = True) -> int:
     face's layer outputs), too small to split: two threads that must meet at every layer lose far more than they
     gain as soon as anything else (the browser, another session) wants a core.
     """
-    import torch
+    from fercore.threads import set_threads
 
-    threads = settings.APP_THREADS if batch and not training_anywhere() else settings.APP_THREADS_DURING_TRAINING
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
-    return threads
+    return set_threads(settings.APP_THREADS if batch and not training_anywhere()
+                       else settings.APP_THREADS_DURING_TRAINING)
 
 
 # --------------------------------------------------------------------------------------------------- locks
@@ -161,18 +159,17 @@ def computing(what: str):
 
 # -------------------------------------------------------------------------------------------------- warmup
 
-def _import_quietly() -> None:
-    try:
-        import torch._dynamo  # noqa: F401
-    except Exception:  # noqa: BLE001 -- only a head start; the real call imports it anyway
-        pass
+def _preload() -> None:
+    from fercore.threads import preload_dynamo  # here, not at the call: importing torch is part of the head start
+
+    preload_dynamo()
 
 
 @st.cache_resource(show_spinner=False)
 def start_warmup() -> threading.Thread:
-    """Import torch._dynamo in the background, once per server process: torch imports it (seconds on a busy 2-core
-    laptop) the first time an optimizer steps, which gradient ascent on the Filters page does; doing it while the
-    class looks at the first page keeps that first render short."""
-    thread = threading.Thread(target=_import_quietly, name="fercore-warmup", daemon=True)
+    """fercore.threads.preload_dynamo in the background, once per server process, while the class looks at the
+    first page: torch imports torch._dynamo (seconds on a busy 2-core laptop) on first use of some of its machinery
+    (torch.optim's first step, for one)."""
+    thread = threading.Thread(target=_preload, name="fercore-warmup", daemon=True)
     thread.start()
     return thread

@@ -62,6 +62,11 @@ class LayerSite:
         """Whether the conv is the first module to run and gets the model's input untouched."""
         return self.chain == ()
 
+    @property
+    def kernels_are_pictures(self) -> bool:
+        """Whether each filter's weights are a small picture: the conv reads the one-channel image itself."""
+        return self.reads_image and self.conv.in_channels == 1 and self.conv.groups == 1
+
 
 def find_layer(model: nn.Module, layer: LayerRef, image_shape: tuple[int, int, int] = IMAGE_SHAPE) -> LayerSite:
     """Resolve a conv layer given by name, by index into `conv_layers(model)` or as the module itself, and find its
@@ -446,7 +451,7 @@ def layer_kernels(model: nn.Module, layer: LayerRef, image_shape: tuple[int, int
     Only such a layer's kernels are pictures: a deeper layer's kernels weigh feature maps, not pixels, so asking
     for one is a ValueError naming the layer."""
     site = find_layer(model, layer, image_shape)
-    if not site.reads_image or site.conv.in_channels != 1 or site.conv.groups != 1:
+    if not site.kernels_are_pictures:
         raise ValueError(f"layer {site.name!r} does not read the one-channel image (its kernels weigh "
                          f"{site.conv.in_channels // site.conv.groups} input maps of earlier layers), so its kernels "
                          f"are not pictures: pick the first conv layer, {next(iter(conv_layers(model)))!r}")
