@@ -11,8 +11,8 @@ from fixtures import ROOT
 
 DEFAULT_DATA = ROOT / "data" / "fer2013_test.npz"
 
-FACE_INDEX = 0         # PublicTest/PrivateTest file position of the main face (an Angry face looking ahead)
-SECOND_FACE_INDEX = 2  # the smaller face in the two-face photo
+FACE_INDEX = 22        # position in the shipped PublicTest+PrivateTest file of the main face (a photo, frontal)
+SECOND_FACE_INDEX = 2  # the smaller face of the two-face photo (another photo of another person)
 
 
 def shipped_face(index: int) -> np.ndarray:

@@ -64,7 +64,7 @@ def test_the_menu_lists_model_and_compare_after_filters(server, page):
     open_page(page, server, "", "Confusion")
     links = page.get_by_test_id("stSidebarNav").get_by_role("link")
     assert [text.split("\n")[-1].strip() for text in links.all_inner_texts()] == [  # after the icon
-        "Confusion", "Inspect", "Filters", "Model", "Compare", "Labels", "Train"]
+        "Confusion", "Inspect", "Filters", "Model", "Compare", "Labels", "Try it", "Train"]
 
 
 @pytest.mark.parametrize("name", ["fernet", "hw3"])
