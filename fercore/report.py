@@ -396,10 +396,10 @@ def check_image(rows: np.ndarray, image: int, split) -> int:
 def chosen_face(loaded, dataset, row: int, image: int) -> Face:
     """Dataset row `row` (face `image` of its split) with its probabilities and saliency map, as the Inspect page
     has it first."""
-    from fercore.saliency import explain
+    from fercore.saliency import explain_faces
 
     pixels = np.asarray(dataset.pixels[row])
-    probabilities, saliency = explain(loaded.model, loaded.preprocess(pixels[None]))
+    probabilities, saliency = explain_faces(loaded, pixels)
     label = None if dataset.labels is None else int(dataset.labels[row])
     return Face(image, str(dataset.ids[row]), pixels, label, probabilities[0], saliency[0])
 
