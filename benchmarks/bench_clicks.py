@@ -1,7 +1,10 @@
 """Click latency in a real browser: the Confusion page's cell click -> its gallery, and a face's Inspect click -> its
 heatmap and mask, each repeated, with warm caches (the issue's target: 1 s each on 2 cores).
 
-    .venv/bin/python benchmarks/bench_clicks.py [--repeats 8] [--checkpoints checkpoints] [--while-training]
+    .venv/bin/python -m benchmarks.bench_clicks [--repeats 8] [--checkpoints checkpoints] [--while-training]
+
+Run it as a module from the repository root: it imports the app's `ui` package and the browser tests' harness
+(tests/browser_kit.py), which live there, not in the installed fercore.
 
 Starts `streamlit run dashboard.py` headless on a free port and drives Debian's Chromium (/usr/bin/chromium) with
 Playwright, as tests/test_browser.py does. A click is timed from the mouse event to the moment the script run it
@@ -16,13 +19,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+from fercore import jobs
+from fercore.config import TrainConfig
+from tests.browser_kit import CHROMIUM, CHROMIUM_ARGS, streamlit_server, time_clicks
+from ui.settings import JOB_THREADS
 
-from browser_kit import CHROMIUM, CHROMIUM_ARGS, streamlit_server, time_clicks  # noqa: E402
-from fercore import jobs  # noqa: E402
-from fercore.config import TrainConfig  # noqa: E402
-from ui.settings import JOB_THREADS  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:

@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from fercore import data
+from fercore.labels import SPLIT_NAMES
 
-from fercore import data  # noqa: E402
-from fercore.labels import SPLIT_NAMES  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 GOAL_FIRST_PARSE_S = 3.0
 GOAL_CACHED_S = 0.3

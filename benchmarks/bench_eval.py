@@ -15,7 +15,6 @@ The target (issue 3) is evaluation at 60% or more of the matmul rate.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,13 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from fercore import evaluation  # noqa: E402
-from fercore.data import DEFAULT_DATA_PATH, FerDataset, load_dataset  # noqa: E402
-from fercore.labels import PRIVATE_TEST  # noqa: E402
-from fercore.models import build_model, count_flops  # noqa: E402
-from fercore.transforms import Normalizer  # noqa: E402
+from fercore import evaluation
+from fercore.data import DEFAULT_DATA_PATH, FerDataset, load_dataset
+from fercore.labels import PRIVATE_TEST
+from fercore.models import build_model, count_flops
+from fercore.transforms import Normalizer
 
 MATMUL_SIZE = 2048
 

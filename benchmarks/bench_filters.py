@@ -26,7 +26,6 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 # Before torch starts OpenMP: threads that wait for each other sleep instead of spinning. On a 2-core machine shared
@@ -36,8 +35,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 import torch  # noqa: E402
 from torch import nn
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fercore import filters  # noqa: E402
 from fercore.models import build_model, conv_layers  # noqa: E402

@@ -9,7 +9,6 @@ reference the windowed first block (fercore.occlusion._local_prefix) is compared
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")  # as bench_saliency: no spinning threads on a shared machine
@@ -17,13 +16,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "passive")  # as bench_saliency: no spi
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from bench_saliency import best_seconds, matmul_gflops  # noqa: E402
+from bench_saliency import best_seconds, matmul_gflops  # noqa: E402 -- beside this file, so on the path
 from fercore import occlusion  # noqa: E402
 from fercore.checkpoints import load_model  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def whole_face(model, x):

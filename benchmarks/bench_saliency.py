@@ -12,9 +12,7 @@ the best of `--repeats` runs, so a row's share compares like with like even on a
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
 # Before torch starts OpenMP: waiting threads sleep instead of spinning. On a 2-core machine shared with other work a
 # spinning thread takes the core its partner needs and every parallel op waits a scheduler slice (a one-image
@@ -22,8 +20,6 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 import torch  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fercore import saliency  # noqa: E402
 from fercore.models import build_model, count_flops  # noqa: E402

@@ -28,18 +28,14 @@ What we found (2-core AMD EPYC, torch 2.13 CPU, while other developers loaded th
 """
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from fercore.models import build_model, count_flops, model_names  # noqa: E402
-from fercore.precision import autocast, choose_precision, describe_cpu  # noqa: E402
-from fercore.transforms import AugmentConfig, augment_batch  # noqa: E402
+from fercore.models import build_model, count_flops, model_names
+from fercore.precision import autocast, choose_precision, describe_cpu
+from fercore.transforms import AugmentConfig, augment_batch
 
 MATMUL_SIZE = 2048
 FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}

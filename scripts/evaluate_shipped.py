@@ -7,15 +7,11 @@ PrivateTest images that have no byte-identical copy in Training (FER2013 repeats
 """
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
-
-from fercore.checkpoints import load_model  # noqa: E402
-from fercore.data import load_dataset  # noqa: E402
-from fercore.evaluation import evaluate_checkpoint, not_in_training  # noqa: E402
-from fercore.labels import CLASS_NAMES  # noqa: E402
+from fercore.checkpoints import load_model
+from fercore.data import load_dataset
+from fercore.evaluation import evaluate_checkpoint, not_in_training
+from fercore.labels import CLASS_NAMES
 
 
 def main() -> None:

@@ -12,19 +12,17 @@ grid (and the first layer's kernels) as PNG files into that folder, to look at.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from fercore import render
+from fercore.checkpoints import load_model
+from fercore.filters import default_settings, layer_kernels, visualize_filters
+from fercore.models import conv_layers
 
-from fercore import render  # noqa: E402
-from fercore.checkpoints import load_model  # noqa: E402
-from fercore.filters import default_settings, layer_kernels, visualize_filters  # noqa: E402
-from fercore.models import conv_layers  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 BOUND_SHARE = 0.01  # of the range: a pixel this close to a bound counts as at the bound
 FLAT_STD = 0.02     # of the range: an image whose pixels vary less than this is flat

@@ -35,13 +35,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # run as a script from anywhere
+import question2  # scripts/question2.py: the rows and their evaluation
+from fercore.checkpoints import read_checkpoint, save_checkpoint
+from fercore.runs import read_json
+from fercore.training import HISTORY_FILE
 
-import question2  # noqa: E402 -- scripts/question2.py: the rows and their evaluation
-from fercore.checkpoints import read_checkpoint, save_checkpoint  # noqa: E402
-from fercore.runs import read_json  # noqa: E402
-from fercore.training import HISTORY_FILE  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 SHARED_DATA = ROOT.parent / "shared" / "data" / "fer2013.npz"
 MOSAIC_COLUMNS = 128

@@ -13,16 +13,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from fercore.labels import CLASS_NAMES, SPLIT_NAMES, TRAINING
 
-from fercore.labels import CLASS_NAMES, SPLIT_NAMES, TRAINING  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 DEFAULT_SOURCE = ROOT.parent / "shared" / "data" / "fer2013.npz"
 DEFAULT_OUT = ROOT / "data" / "fer2013_test.npz"

@@ -18,14 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
-
-from fercore import render  # noqa: E402
-from fercore.checkpoints import load_model  # noqa: E402
-from fercore.data import load_dataset  # noqa: E402
-from fercore.labels import PRIVATE_TEST  # noqa: E402
-from fercore.saliency import explain  # noqa: E402
-from fercore.render import saliency_panels  # noqa: E402
+from fercore import render
+from fercore.checkpoints import load_model
+from fercore.data import load_dataset
+from fercore.labels import PRIVATE_TEST
+from fercore.saliency import explain
+from fercore.render import saliency_panels
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINTS = ("hw3", "fernet")

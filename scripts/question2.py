@@ -16,14 +16,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from fercore.checkpoints import LAST, load_model
+from fercore.data import load_dataset
+from fercore.evaluation import evaluate_checkpoint
+from fercore.runs import read_json
+from fercore.training import HISTORY_FILE
 
-from fercore.checkpoints import LAST, load_model  # noqa: E402
-from fercore.data import load_dataset  # noqa: E402
-from fercore.evaluation import evaluate_checkpoint  # noqa: E402
-from fercore.runs import read_json  # noqa: E402
-from fercore.training import HISTORY_FILE  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 DISGUST = 1
 

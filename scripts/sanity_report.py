@@ -8,17 +8,13 @@ random map. On the first PrivateTest images of the shipped data, for the predict
 """
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
-
-from fercore.checkpoints import load_model  # noqa: E402
-from fercore.data import load_dataset  # noqa: E402
-from fercore.labels import PRIVATE_TEST  # noqa: E402
-from fercore.saliency import (METHODS, cascading_randomization, compute_saliency, deletion_curve,  # noqa: E402
+from fercore.checkpoints import load_model
+from fercore.data import load_dataset
+from fercore.labels import PRIVATE_TEST
+from fercore.saliency import (METHODS, cascading_randomization, compute_saliency, deletion_curve,
                               insertion_curve)
 
 

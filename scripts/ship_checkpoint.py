@@ -10,14 +10,12 @@ resuming then restarts those moments and says so.
 import argparse
 import filecmp
 import shutil
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # run as a script from anywhere
+from fercore.checkpoints import BEST, LAST, architecture_signature, read_checkpoint, save_checkpoint
+from fercore.models import build_model
 
-from fercore.checkpoints import BEST, LAST, architecture_signature, read_checkpoint, save_checkpoint  # noqa: E402
-from fercore.models import build_model  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def ship(run: Path, name: str, drop_optimizer: bool) -> Path:
