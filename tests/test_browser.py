@@ -164,8 +164,8 @@ def test_dashboard_in_a_real_browser(server, browser):
         started = time.perf_counter()
         dialog.get_by_role("link", name="Open in the Inspect page").click()
         page.get_by_role("heading", name="Inspect", level=1).wait_for(timeout=30_000)
-        for caption in ("Heatmap", "Mask"):
-            page.get_by_text(caption, exact=True).wait_for(timeout=30_000)
+        for caption in ("Heatmap", "Mask"):  # the pictures' captions (the mask's radio is also called "Mask")
+            page.get_by_text(caption, exact=True).last.wait_for(timeout=30_000)
         page.locator("[data-testid='stImage'] img").nth(3).wait_for(timeout=30_000)
         timer("dialog link -> Inspect page drawn", time.perf_counter() - started)
         described = main_text(page)
