@@ -470,3 +470,25 @@ def test_a_shipped_checkpoint_is_continued_in_a_copy_with_the_sidebars_data(env,
     finally:
         jobs.stop(copy)
     assert {p.name: p.read_bytes() for p in (shipped / "tiny").iterdir()} == before  # the shipped files untouched
+
+
+def test_a_selection_is_a_cache_key_that_changes_with_its_files(tmp_path):
+    """Selection and DataChoice read their files' stamps when made: equal while the files stay, different once
+    one is replaced, and a result of the model alone (model_identity) ignores the data and the split."""
+    from ui.sidebar import Selection
+    from ui.sources import DataChoice
+
+    data, checkpoint = tmp_path / "faces.csv", tmp_path / "model.pt"
+    data.write_text("emotion,pixels,Usage\n")
+    checkpoint.write_bytes(b"weights")
+
+    def selection(split="PrivateTest"):
+        return Selection(str(checkpoint), DataChoice(str(data), "faces"), split)
+
+    first = selection()
+    assert first == selection() and hash(first) == hash(selection())
+    assert selection("PublicTest").model_identity() == first.model_identity()
+    data.write_text("emotion,pixels,Usage\n3,0 0,PrivateTest\n")  # another size: another stamp
+    assert selection() != first and selection().model_identity() == first.model_identity()
+    checkpoint.write_bytes(b"retrained weights")
+    assert selection().model_identity() != first.model_identity()
