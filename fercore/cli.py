@@ -154,15 +154,6 @@ def _dataset_and_split(data, split_name):
     return dataset, code
 
 
-def summary(result, checkpoint: str) -> dict:
-    """The evaluation as one JSON-able object (rows of `confusion` are true classes, columns predicted)."""
-    return {"checkpoint": checkpoint, "split": result.split or "all", "tta": result.tta,
-            "computed_in": result.computed_in, "n": len(result), "accuracy": result.accuracy,
-            "confusion": result.confusion.astype(int).tolist(),
-            "classes": list(CLASS_NAMES), "precision": result.precision.tolist(),
-            "recall": result.recall.tolist(), "f1": result.f1.tolist(), "support": result.support.tolist()}
-
-
 def cmd_evaluate(args) -> int:
     from fercore.checkpoints import load_model
     from fercore.evaluation import evaluate_checkpoint
@@ -173,7 +164,7 @@ def cmd_evaluate(args) -> int:
         raise ValueError(f"{dataset.source} has no labels: use `predict` for unlabeled data")
     result = evaluate_checkpoint(loaded, dataset, split=split, tta=args.tta, precision=args.precision)
     if args.json:
-        print(json.dumps(summary(result, loaded.path)))
+        print(json.dumps({"checkpoint": loaded.path, **result.to_dict()}))
         return 0
     print(f"precision: {result.computed_in}\n{loaded.path} on {dataset.source}\n{result.describe()}")
     print()

@@ -88,11 +88,6 @@ class Evaluation:
         return len(self.rows)
 
     @property
-    def n(self) -> int:
-        """Number of images evaluated."""
-        return len(self.rows)
-
-    @property
     def labeled(self) -> bool:
         return self.labels is not None
 
@@ -202,9 +197,11 @@ class Evaluation:
 
 
     def to_dict(self) -> dict:
-        """A JSON-able summary (no per-image arrays): what `python -m fercore evaluate --json` prints."""
-        summary = dict(n=self.n, tta=self.tta, split=self.split, model_name=self.model_name,
-                       model_key=self.model_key, data_fingerprint=self.data_fingerprint, description=self.describe(),
+        """A JSON-able summary (no per-image arrays): what `python -m fercore evaluate --json` prints (with the
+        checkpoint's path). Rows of `confusion` are true classes, columns predicted."""
+        summary = dict(n=len(self), tta=self.tta, computed_in=self.computed_in, split=self.split,
+                       model_name=self.model_name, model_key=self.model_key, data_fingerprint=self.data_fingerprint,
+                       description=self.describe(),
                        predicted_counts=np.bincount(self.predictions, minlength=NUM_CLASSES).tolist())
         if self.labeled:
             summary.update(accuracy=self.accuracy, macro_f1=self.macro_f1, classes=list(CLASS_NAMES),
@@ -392,13 +389,6 @@ def evaluate_checkpoint(loaded, dataset, *, split=None, tta: bool = False, batch
                     threads=threads, model_name=loaded.model_name, precision=precision)
 
 
-def predict_checkpoint(loaded, dataset, *, tta: bool = False, batch_size: int = DEFAULT_BATCH_SIZE,
-                       cache_dir=None, use_cache: bool = True, threads: int | None = None) -> np.ndarray:
-    """int64 (N,) predicted class of every row of `dataset` (labeled or not), e.g. for a course submission."""
-    return evaluate_checkpoint(loaded, dataset, tta=tta, batch_size=batch_size, cache_dir=cache_dir,
-                               use_cache=use_cache, threads=threads).predictions
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Per-cell aggregates
 
@@ -415,19 +405,6 @@ def cell_mean_face(result: Evaluation, dataset, true: int | None, pred: int) -> 
     if len(indices) == 0:
         return None
     return np.asarray(dataset.pixels)[indices].mean(axis=0, dtype=np.float64).astype(np.float32)
-
-
-def mean_faces(result: Evaluation, dataset) -> np.ndarray:
-    """float32 (7, 7, 48, 48): every confusion cell's mean face (zeros for empty cells), rows true, columns pred."""
-    _check_dataset(result, dataset)
-    labels = result._require_labels("mean faces per cell")
-    pixels = np.asarray(dataset.pixels)[result.rows].astype(np.float64)
-    cells = labels * NUM_CLASSES + result.predictions
-    sums = np.zeros((NUM_CLASSES * NUM_CLASSES,) + pixels.shape[1:])
-    np.add.at(sums, cells, pixels)
-    counts = np.bincount(cells, minlength=NUM_CLASSES * NUM_CLASSES).astype(np.float64)
-    means = sums / np.maximum(counts, 1)[:, None, None]
-    return means.reshape(NUM_CLASSES, NUM_CLASSES, *pixels.shape[1:]).astype(np.float32)
 
 
 def _default_saliency() -> SaliencyFn:
