@@ -220,14 +220,14 @@ class Trainer:
             self.on_progress(progress)
 
     def state(self) -> dict:
-        """Everything a checkpoint holds, as tensors and plain values (loadable with weights_only=True)."""
+        """Everything a checkpoint holds, as tensors and plain values (loadable with weights_only=True).
+
+        No scheduler or RNG state: resume needs neither (see the module docstring), so none is written."""
         return {"model_name": self.config.model, "architecture": checkpoints.architecture_signature(self.model),
                 "model_state": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
                 "optimizer_state": self.optimizer.state_dict(),
-                "scheduler_state": {"schedule": self.config.schedule, "step": len(self.history) * self.steps_per_epoch},
                 "epoch": len(self.history), "history": self.history, "config": asdict(self.config),
                 "normalizer": self.normalizer.to_dict(), "data_fingerprint": self.fingerprint,
-                "rng_state": {"torch": torch.get_rng_state()}, "split_note": self.split_note,
                 "precision": self.precision.name}
 
     def fit(self, stop_after: int | None = None) -> list[dict]:

@@ -77,7 +77,7 @@ def test_history_best_and_checkpoint_contents(tiny_data, tmp_path):
         assert 0 <= record["val_acc"] <= 1 and record["seconds"] > 0
     best_epoch = max(range(3), key=lambda i: (history[i]["val_acc"], -i))
     assert best["epoch"] == best_epoch + 1
-    for key in ("optimizer_state", "scheduler_state", "rng_state", "config", "normalizer", "data_fingerprint"):
+    for key in ("optimizer_state", "config", "normalizer", "data_fingerprint", "precision"):
         assert key in last
     assert last["data_fingerprint"] == tiny_data.fingerprint()
     assert trainer.history[-1]["train_loss"] < trainer.history[0]["train_loss"] * 1.5
