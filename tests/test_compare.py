@@ -21,12 +21,7 @@ RECIPE_ORDER = ["optimizer", "learning rate", "schedule", "batch size", "epochs"
                 "class balance", "label smoothing", "weight decay", "seed", "device and precision", "wall time"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

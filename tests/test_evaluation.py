@@ -29,13 +29,7 @@ def tiny_cnn() -> nn.Sequential:
                          nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, NUM_CLASSES))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on 2 shared cores a second OpenMP thread mostly waits for the other developers' jobs."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

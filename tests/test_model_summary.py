@@ -17,12 +17,7 @@ from fercore.labels import PRIVATE_TEST, PUBLIC_TEST, TRAINING
 from fixtures import learnable_faces
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 # ------------------------------------------------------------------------------------------------------ summary
