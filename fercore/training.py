@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from fercore import checkpoints
-from fercore.config import BALANCE_MODES, SCHEDULES, TrainConfig  # noqa: F401 -- TrainConfig's home is fercore.config
+from fercore.config import TrainConfig
 from fercore.data import DataError, FerDataset, load_dataset
 from fercore.labels import PRIVATE_TEST, PUBLIC_TEST, SPLIT_NAMES, TRAINING
 from fercore.models import build_model

@@ -55,3 +55,22 @@ def wait_until(predicate, timeout: float = 120.0, every: float = 0.2) -> bool:
             return True
         time.sleep(every)
     return False
+
+
+def train_on_faces(root: Path, pixels: np.ndarray, labels: np.ndarray, usage: np.ndarray, run: Path, *,
+                   votes: np.ndarray | None = None, data_name: str = "faces.npz", **settings) -> Path:
+    """Save faces as an npz data file in `root` and train a real model on it into run folder `run` (one thread,
+    batch 32, one fernet epoch unless `settings` say otherwise: TrainConfig fields). Returns the data file."""
+    import torch
+
+    from fercore.data import load_dataset
+    from fercore.training import TrainConfig, train
+
+    data_path = root / data_name
+    arrays = dict(pixels=pixels, emotion=labels, usage=usage)
+    np.savez(data_path, **arrays, **({} if votes is None else {"ferplus_votes": votes}))
+    torch.set_num_threads(1)
+    config = TrainConfig(**{"model": "fernet", "epochs": 1, "batch_size": 32, "threads": 1, **settings},
+                         data=str(data_path))
+    train(config, run, dataset=load_dataset(data_path))
+    return data_path

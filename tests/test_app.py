@@ -15,7 +15,7 @@ from fercore import jobs
 from fercore.data import load_dataset
 from fercore.labels import CLASS_NAMES, PRIVATE_TEST, PUBLIC_TEST
 
-from fixtures import learnable_faces, tiny_fer_csv, wait_until, write_course_test_csv
+from fixtures import learnable_faces, tiny_fer_csv, train_on_faces, wait_until, write_course_test_csv
 from fercore.training import TrainConfig
 from ui import compute, keys, nav, runs
 from ui.settings import JOB_THREADS
@@ -28,18 +28,12 @@ TIMEOUT = 60
 @pytest.fixture(scope="module")
 def classroom(tmp_path_factory):
     """A data file with PublicTest/PrivateTest rows and FER+ votes, and a checkpoint trained on it for real."""
-    from fercore.training import TrainConfig, train
-
     root = tmp_path_factory.mktemp("classroom")
     pixels, labels = learnable_faces(204, seed=1)  # 64 to train on (a checkpoint, not a good one), 140 to look at
     usage = np.array([PUBLIC_TEST] * 64 + [PRIVATE_TEST] * 140, dtype=np.uint8)
     votes = np.random.default_rng(0).integers(0, 4, size=(204, 10)).astype(np.uint8)
-    data_path = root / "faces.npz"
-    np.savez(data_path, pixels=pixels, emotion=labels, usage=usage, ferplus_votes=votes)
     checkpoints = root / "checkpoints"
-    torch.set_num_threads(1)
-    config = TrainConfig(model="fernet", epochs=1, batch_size=32, threads=1, data=str(data_path))
-    train(config, checkpoints / "tiny", dataset=load_dataset(data_path))
+    data_path = train_on_faces(root, pixels, labels, usage, checkpoints / "tiny", votes=votes)
     (root / "runs").mkdir()
     return {"data": data_path, "checkpoints": checkpoints, "checkpoint": checkpoints / "tiny", "runs": root / "runs",
             "root": root}

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from fercore.checkpoints import load_model
-from fercore.data import load_dataset
 from fercore.labels import PUBLIC_TEST, TRAINING
 from fercore.occlusion import (REGIONS, cover, covered_prediction, occlusion_map, patch_masks, patch_positions,
                                region_box)
 
+from fixtures import train_on_faces
 from test_app import classroom, env  # noqa: F401 -- the App tests' trained checkpoint and data, as fixtures
 
 SMILE, BLANK = 3, 0  # Happy when the mouth box is bright, Angry when it is noise like the rest
@@ -30,18 +30,12 @@ def mouth_faces(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def mouth_model(tmp_path_factory):
-    from fercore.training import TrainConfig, train
-
     root = tmp_path_factory.mktemp("mouth")
     pixels, labels = mouth_faces(192, seed=0)
     usage = np.array([TRAINING] * 160 + [PUBLIC_TEST] * 32, dtype=np.uint8)
-    data_path = root / "mouth.npz"
-    np.savez(data_path, pixels=pixels, emotion=labels, usage=usage)
-    torch.set_num_threads(1)
     # hw3_nobn: no BatchNorm, whose running statistics after a few dozen steps still leave an eval-mode fernet at
     # chance on this task (in train mode it is right), so the model the test inspects is the one that learned
-    config = TrainConfig(model="hw3_nobn", epochs=3, batch_size=32, threads=1, data=str(data_path))
-    train(config, root / "run", dataset=load_dataset(data_path))
+    train_on_faces(root, pixels, labels, usage, root / "run", data_name="mouth.npz", model="hw3_nobn", epochs=3)
     loaded = load_model(root / "run")
     faces, truth = mouth_faces(8, seed=1)  # faces it never saw
     with torch.no_grad():

@@ -23,7 +23,7 @@ from fercore.labels import CLASS_NAMES, PRIVATE_TEST, PUBLIC_TEST
 from fercore.report import REPORT_FILE, SECTIONS, build_report, most_confused
 
 from bad_inputs import snapshot
-from fixtures import ROOT, learnable_faces
+from fixtures import ROOT, learnable_faces, train_on_faces
 from test_bad_inputs import cli_error, corpus, of_kind  # noqa: F401 -- the malformed-input corpus and its checks
 
 SHIPPED_DATA = ROOT / "data" / "fer2013_test.npz"
@@ -39,20 +39,12 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def classroom(tmp_path_factory):
     """Faces with PublicTest / PrivateTest rows and a fernet trained one epoch on them, in a run folder named
     with HTML's special characters (a report must escape every path it prints)."""
-    from fercore.training import TrainConfig, train
-
     root = tmp_path_factory.mktemp("report")
     pixels, labels = learnable_faces(204, seed=1)
     usage = np.array([PUBLIC_TEST] * 64 + [PRIVATE_TEST] * 140, dtype=np.uint8)
-    data_path = root / "faces.npz"
-    np.savez(data_path, pixels=pixels, emotion=labels, usage=usage)
-    torch.set_num_threads(1)
-    run = root / 'run <b>&"q"'
-    train(TrainConfig(model="fernet", epochs=1, batch_size=32, threads=1, data=str(data_path)), run,
-          dataset=load_dataset(data_path))
-    other = root / "other"
-    train(TrainConfig(model="fernet", epochs=1, batch_size=32, lr=3e-3, threads=1, data=str(data_path)), other,
-          dataset=load_dataset(data_path))
+    run, other = root / 'run <b>&"q"', root / "other"
+    data_path = train_on_faces(root, pixels, labels, usage, run)
+    train_on_faces(root, pixels, labels, usage, other, lr=3e-3)
     return {"root": root, "data": data_path, "run": run, "other": other}
 
 

@@ -4,8 +4,6 @@ fercore's, so a page's first view is the library's."""
 
 from __future__ import annotations
 
-import streamlit as st
-
 from ui import analysis, keys
 
 METHODS = {"gradient": "Gradient", "smoothgrad": "SmoothGrad", "integrated_gradients": "Integrated Gradients",
