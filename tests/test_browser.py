@@ -352,7 +352,7 @@ def test_first_visits_to_a_cold_server_never_see_a_half_imported_module(checkpoi
                 wait_idle(page, 120_000)
                 errors = page.locator(ERRORS)
                 assert errors.count() == 0, f"session {index}: {errors.first.inner_text()}"
-                assert page.get_by_text("Per class").count() == 1
+                assert page.get_by_text("Per class", exact=True).count() == 1
         finally:
             for context in contexts:
                 context.close()
