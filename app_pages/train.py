@@ -7,7 +7,7 @@ import streamlit as st
 from fercore import jobs
 from fercore.config import DEFAULT_RECIPE, RECIPES
 from fercore.runs import can_resume, copy_run, list_runs, run_config, run_history
-from ui import keys, runs, settings, sidebar
+from ui import keys, settings, sidebar, train_form
 from ui.errors import show_error, shown_errors
 
 st.title("Train")
@@ -39,11 +39,11 @@ def check_data(choice) -> bool:
 
 def fill_form() -> None:
     """Show the chosen recipe's settings in the form."""
-    st.session_state.update(runs.form_values(RECIPES[st.session_state[RECIPE_KEY]].config()))
+    st.session_state.update(train_form.form_values(RECIPES[st.session_state[RECIPE_KEY]].config()))
 
 
 def recipe_picker() -> None:
-    if RECIPE_KEY not in st.session_state or runs.FORM_KEYS["model"] not in st.session_state:
+    if RECIPE_KEY not in st.session_state or train_form.FORM_KEYS["model"] not in st.session_state:
         st.session_state.setdefault(RECIPE_KEY, DEFAULT_RECIPE)
         fill_form()
     recipe = st.selectbox("Recipe", list(RECIPES), key=RECIPE_KEY, format_func=lambda k: RECIPES[k].label,
@@ -71,10 +71,10 @@ def new_run_form() -> None:
                 "(Kaggle) or the course's `train.csv`: in the sidebar's **Data**, choose **A file or folder on this "
                 "computer** and type its path (or **Upload a CSV** of at most 50 MB; fer2013.csv is about 290 MB, "
                 "so give its path).", icon=":material/info:")
-    k = runs.FORM_KEYS
+    k = train_form.FORM_KEYS
     with st.form("new_run", border=True):
         model = st.selectbox("Model", model_names(), key=k["model"], help=help_text("model"))
-        name = st.text_input("Run name", key="w_train_name", placeholder=runs.default_run_name(model),
+        name = st.text_input("Run name", key="w_train_name", placeholder=train_form.default_run_name(model),
                              help="A folder under runs/; empty: model name and time")
         c1, c2 = st.columns(2)
         c1.number_input("Epochs", 1, 500, key=k["epochs"], help=help_text("epochs"))
@@ -90,17 +90,17 @@ def new_run_form() -> None:
         c1.text_input("Augmentation", key=k["augment"], help=help_text("augment"))
         c2.number_input("Seed", 0, 2**31 - 1, key=k["seed"], help=help_text("seed"))
         c1.selectbox("Precision", choices("precision"), key=k["precision"], help=help_text("precision"))
-        c2.caption(runs.auto_precision_note())
+        c2.caption(train_form.auto_precision_note())
         submitted = st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:")
     if submitted:
         with shown_errors("start the run"):
-            config = runs.form_config(st.session_state, data=selection.data.path)
-            start_new_run(name.strip() or runs.default_run_name(model), config)
+            config = train_form.form_config(st.session_state, data=selection.data.path)
+            start_new_run(name.strip() or train_form.default_run_name(model), config)
             st.rerun()
 
 
 def run_picker() -> Path | None:
-    folders = runs.run_folders()
+    folders = train_form.run_folders()
     if not folders:
         st.info("No runs yet: start one on the left. Runs are kept in "
                 f"`{settings.runs_root()}`.", icon=":material/info:")
@@ -125,14 +125,14 @@ def live_status(run_dir: Path, was_running: bool) -> None:
     if status.history and "precision" in status.history[-1]:
         best_text += f" · computing in {status.history[-1]['precision']}"
     if status.running:
-        st.progress(runs.progress_fraction(status.progress), text=runs.progress_text(status.progress))
+        st.progress(train_form.progress_fraction(status.progress), text=train_form.progress_text(status.progress))
         if st.button("Stop", key="w_train_stop", icon=":material/stop:"):
             with shown_errors("stop the run"):
                 jobs.stop(run_dir)
                 st.rerun()
         st.caption(f"Running{best_text}")
     else:
-        failure = runs.failure_line(status.log_tail)
+        failure = train_form.failure_line(status.log_tail)
         if failure:
             st.error(f"The last job of this run failed: {failure}", icon=":material/error:")
         done = len(status.history)
@@ -149,7 +149,7 @@ def resume_controls(run_dir: Path) -> None:
     if not can_resume(run_dir):
         return
     config = run_config(run_dir)
-    data, note = runs.resume_data(config.get("data"), selection.data)
+    data, note = train_form.resume_data(config.get("data"), selection.data)
     if note:
         st.caption(note)
     done = len(run_history(run_dir))

@@ -17,7 +17,7 @@ from fercore.labels import CLASS_NAMES, PRIVATE_TEST, PUBLIC_TEST
 
 from fixtures import learnable_faces, tiny_fer_csv, train_on_faces, wait_until, write_course_test_csv
 from fercore.training import TrainConfig
-from ui import compute, keys, nav, runs
+from ui import compute, keys, nav, train_form
 from ui.settings import JOB_THREADS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -334,7 +334,7 @@ def form_widget(at: AppTest, key: str):
 
 
 def shown_form(at: AppTest) -> dict:
-    return {key: form_widget(at, key).value for key in runs.FORM_KEYS.values()}
+    return {key: form_widget(at, key).value for key in train_form.FORM_KEYS.values()}
 
 
 def test_train_page_recipes_fill_the_form_and_start_exactly_their_config(env, tmp_path):
@@ -344,7 +344,7 @@ def test_train_page_recipes_fill_the_form_and_start_exactly_their_config(env, tm
     at = open_app(nav.TRAIN, **{keys.DATA_MODE: "path", keys.DATA_PATH: str(data)})
     # what the page shows first is fercore's default recipe, the class demo
     assert at.selectbox(key="w_train_recipe").value == DEFAULT_RECIPE == "demo"
-    assert shown_form(at) == runs.form_values(RECIPES["demo"].config())
+    assert shown_form(at) == train_form.form_values(RECIPES["demo"].config())
     assert form_widget(at, "w_train_model").value == "fernet" and form_widget(at, "w_train_lr").value == 3e-3
     assert RECIPES["demo"].expect in texts(at) and "60.3%" in texts(at)
     assert "needs your own" not in texts(at)  # this data has a Training split
@@ -352,7 +352,7 @@ def test_train_page_recipes_fill_the_form_and_start_exactly_their_config(env, tm
 
     for name, recipe in RECIPES.items():
         at.selectbox(key="w_train_recipe").set_value(name).run()
-        assert not at.exception and shown_form(at) == runs.form_values(recipe.config()), name
+        assert not at.exception and shown_form(at) == train_form.form_values(recipe.config()), name
         assert recipe.expect in texts(at)
     assert form_widget(at, "w_train_epochs").value == 10 == TrainConfig().epochs  # Custom: fercore's defaults
 

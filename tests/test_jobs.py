@@ -84,7 +84,7 @@ def test_safe_run_name_stays_inside_root(tmp_path):
 
 def test_jobs_and_run_files_load_without_torch():
     """The Train page lists, starts and follows runs before torch loads; only the child process needs it."""
-    check = "import sys, fercore.jobs, fercore.runs, ui.runs; assert 'torch' not in sys.modules, 'torch was imported'"
+    check = "import sys, fercore.jobs, fercore.runs, ui.train_form; assert 'torch' not in sys.modules, 'torch was imported'"
     subprocess.run([sys.executable, "-c", check], cwd=ROOT, check=True)
 
 

@@ -1,4 +1,5 @@
-"""Run folders as the Train page sees them: listing, the new-run form as a TrainConfig, progress in words."""
+"""The Train page's side of run folders: listing them, the new-run form as a TrainConfig, progress in words.
+The files themselves are fercore.runs'."""
 
 from __future__ import annotations
 
