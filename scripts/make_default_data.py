@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from fercore.labels import CLASS_NAMES, SPLIT_NAMES, TRAINING
+from fercore.runs import atomic_write
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,14 +42,15 @@ def test_rows(source: Path) -> dict[str, np.ndarray]:
 
 def save_reproducibly(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """A deflated .npz (what np.savez_compressed writes) with a fixed timestamp on every member; atomic."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
-        for name, array in arrays.items():
-            member = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            member.compress_type = zipfile.ZIP_DEFLATED
-            with archive.open(member, "w", force_zip64=True) as f:
-                np.lib.format.write_array(f, array, allow_pickle=False)
-    os.replace(tmp, path)
+    def write(file) -> None:
+        with zipfile.ZipFile(file, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+            for name, array in arrays.items():
+                member = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                member.compress_type = zipfile.ZIP_DEFLATED
+                with archive.open(member, "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, array, allow_pickle=False)
+
+    atomic_write(path, write)
 
 
 def counts_table(emotion: np.ndarray, usage: np.ndarray) -> str:

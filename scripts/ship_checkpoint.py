@@ -14,6 +14,7 @@ from pathlib import Path
 
 from fercore.checkpoints import BEST, LAST, architecture_signature, read_checkpoint, save_checkpoint
 from fercore.models import build_model
+from fercore.runs import CONFIG_FILE, HISTORY_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,7 +34,7 @@ def ship(run: Path, name: str, drop_optimizer: bool) -> Path:
         shutil.copyfile(best, target / BEST)
     else:
         (target / BEST).unlink(missing_ok=True)
-    for extra in ("history.json", "config.json"):
+    for extra in (HISTORY_FILE, CONFIG_FILE):
         if (run / extra).exists() and not ((target / extra).exists() and filecmp.cmp(run / extra, target / extra)):
             shutil.copyfile(run / extra, target / extra)
     return target

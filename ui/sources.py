@@ -70,9 +70,6 @@ class DataChoice:
         """Identity for caches and logs: the path and when it last changed."""
         return f"{self.path or 'default'}@{self.stamp}"
 
-    def train_args(self) -> list[str]:
-        return ["--data", self.path] if self.path else []
-
 
 def default_data_path() -> Path:
     """fercore.data.DEFAULT_DATA_PATH, without importing fercore.data (and torch) just to paint the sidebar."""
