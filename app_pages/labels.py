@@ -42,7 +42,8 @@ def scores(selection, audit) -> None:
     st.caption("Both on the faces with a FER+ majority, so the two numbers count the same faces.")
 
 
-def gallery(audit) -> None:
+def gallery(audit, pixels) -> None:
+    """The disputed faces, most certain FER+ majority first; `pixels` are the split's faces."""
     only_likely = st.toggle("Only likely mislabels (the model sides with FER+)", key=keys.LABELS_MISLABELED,
                             persist_state="session")
     positions = audit.disputed[audit.likely_mislabeled] if only_likely else audit.disputed
@@ -59,7 +60,7 @@ def gallery(audit) -> None:
         for column, k in zip(st.columns(COLUMNS), shown[row:row + COLUMNS]):
             predicted = int(audit.predictions[k])
             sides = " ✓ FER+" if predicted == audit.majority[k] else ""
-            column.image(render.upscale(data.pixels[audit.rows[k]], 2), width="stretch")
+            column.image(render.upscale(pixels[audit.rows[k]], 2), width="stretch")
             column.caption(f"FER2013 **{CLASS_NAMES[audit.labels[k]]}** · FER+ **{CLASS_NAMES[audit.majority[k]]}** "
                            f"({audit.share[k]:.0%})  \n{describe_votes(audit.votes[k])}  \n"
                            f"model {CLASS_NAMES[predicted]}{sides}")
@@ -77,4 +78,4 @@ with shown_errors("compare the labels"):
     st.subheader("The model, scored against each")
     scores(selection, audit)
     st.subheader("The disputed faces")
-    gallery(audit)
+    gallery(audit, data.pixels)
