@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fercore.frozen import analysis_mode
+from fercore.analysis_mode import analysis_mode
 from fercore.models import build_model
 from fercore.runs import BEST, LAST, atomic_write, run_checkpoint
 from fercore.transforms import Normalizer

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from fercore.data import IMAGE_SIZE
-from fercore.frozen import analysis_mode
+from fercore.analysis_mode import analysis_mode
 from fercore.saliency import TargetLike, _as_batch, _target_weights, reference_image
 
 DEFAULT_PATCH = 8

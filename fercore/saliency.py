@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fercore.filters.transforms import gaussian_blur as _blur
-from fercore.frozen import analysis_mode
+from fercore.analysis_mode import analysis_mode
 from fercore.models import conv_layers, summary
 
 # Rows (images x samples or steps) per forward/backward pass: bounds memory (hw3 keeps ~3 MB of activations per

@@ -12,7 +12,7 @@ from torch import nn
 
 from fercore import filters, render
 from fercore.checkpoints import load_model
-from fercore.frozen import analysis_mode
+from fercore.analysis_mode import analysis_mode
 from fercore.filters import objectives, params, transforms
 from fercore.models import build_model, conv_layers
 from fixtures import learnable_faces

@@ -2,7 +2,7 @@
 
 Who serialises what (one owner each):
 
-- `fercore.frozen._ANALYSIS_LOCK`, a process-wide reentrant lock held by `analysis_mode`: saliency, filters and
+- `fercore.analysis_mode._ANALYSIS_LOCK`, a process-wide reentrant lock held by `analysis_mode`: saliency, filters and
   occlusion flip a model's modes, requires_grad flags and weight layout and restore them, so no two analyses
   interleave (fercore's own guarantee, whoever calls it).
 - `model_lock(loaded)`, here, one per loaded model: every session shares the cached model object, and an analysis

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fercore.frozen import analysis_mode
+from fercore.analysis_mode import analysis_mode
 
 from .tracing import (IMAGE_SHAPE, LayerRef, LayerSite, _chunks, _filter_indices, filter_response,
                       find_layer, run_until)

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fercore.frozen import analysis_mode
+from fercore.analysis_mode import analysis_mode
 
 from . import objectives, params, transforms
 from .exemplars import receptive_field

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_conv_bn_weights
 
-from fercore.frozen import analysis_mode
+from fercore.analysis_mode import analysis_mode
 from fercore.models import conv_layers
 
 STAGES = ("conv", "pre_relu", "activation")

@@ -1,4 +1,4 @@
-"""Running a model for analysis without leaving traces: shared by saliency and filters.
+"""analysis_mode: running a model for analysis without leaving traces, shared by saliency, filters and occlusion.
 
 Analyses need gradients with respect to the input only, in eval mode, and must hand the (possibly cached and
 shared) model back exactly as they found it.
