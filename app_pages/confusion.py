@@ -12,7 +12,8 @@ data = guards.need_data(selection, labels=True)
 
 from fercore import render  # noqa: E402 -- after the first paint
 from fercore.compare import csv_text  # noqa: E402
-from fercore.labels import CLASS_NAMES, FERPLUS_COLUMNS  # noqa: E402
+from fercore.ferplus import describe_votes  # noqa: E402
+from fercore.labels import CLASS_NAMES  # noqa: E402
 from fercore.report import most_confused  # noqa: E402
 from fercore.saliency import Target  # noqa: E402
 
@@ -76,11 +77,6 @@ def cell_explorer(selection, data, result, tta: bool, normalized: bool) -> None:
                 means_section(selection, true, pred, tta)
 
 
-def votes_text(votes) -> str:
-    top = sorted(((int(v), name) for v, name in zip(votes, FERPLUS_COLUMNS) if v), reverse=True)[:3]
-    return "FER+ " + ", ".join(f"{name} {v}" for v, name in top) if top else "FER+ no votes"
-
-
 def gallery(selection, data, true: int, pred: int, cell) -> None:
     count = len(cell.indices)
     st.subheader(f"True {CLASS_NAMES[true]}, predicted {CLASS_NAMES[pred]}: {count} image{'s' * (count != 1)}")
@@ -112,7 +108,7 @@ def face_card(selection, data, index: int, probs) -> None:
     st.image(render.upscale(data.pixels[index], 2), width="stretch")
     ranked = probs.argsort()[::-1][:2]
     st.caption(" · ".join(f"{CLASS_NAMES[c]} {probs[c]:.0%}" for c in ranked)
-               + (f"  \n{votes_text(data.ferplus_votes[index])}" if data.ferplus_votes is not None else ""))
+               + (f"  \n{describe_votes(data.ferplus_votes[index])}" if data.ferplus_votes is not None else ""))
     if st.button("Inspect", key=f"w_pick_{index}", icon=":material/center_focus_strong:"):
         st.session_state[keys.IMAGE] = index  # the face the Inspect page shows
         quick_look(selection, index)
