@@ -400,8 +400,9 @@ def ferplus_vote_bars(votes, title: str | None = "FER+ votes") -> go.Figure:
 
 
 # Plotly counts a second click within its double-click delay (300 ms) of the first as a double click, which clears
-# a selection instead of making one: a student clicking the next cell as soon as the first one's faces show, on a
-# fast machine, lost that click. The clickable grid has no double-click action, so every click is a click.
+# the selection a moment after making it: a student clicking the next cell as soon as the first one's faces showed
+# saw the first cell stay. The clickable grid has no double-click action, so every click is a click. (A click that
+# lands while the chart redraws with the server's reply, a few milliseconds, still reads as a click on nothing.)
 CLICKABLE_CHART_CONFIG = {"displayModeBar": False, "doubleClickDelay": 1}
 
 
