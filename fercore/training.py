@@ -1,4 +1,4 @@
-"""The training loop: fit, validate every epoch, keep `last` and `best`, resume exactly.
+"""The training loop: fit, validate every epoch, keep `last`, `best` and a few epochs' snapshots, resume exactly.
 
 Exact resume: every source of randomness (shuffling, augmentation, dropout) is reseeded at the start of each
 epoch from (seed, epoch), and the learning rate is a pure function of the step. So an epoch computes the same
@@ -23,6 +23,7 @@ from fercore.labels import PRIVATE_TEST, PUBLIC_TEST, SPLIT_NAMES, TRAINING
 from fercore.models import build_model
 from fercore.precision import autocast, choose_precision
 from fercore.runs import BEST, CONFIG_FILE, HISTORY_FILE, LAST, PROGRESS_FILE, can_resume, write_json
+from fercore.snapshots import is_snapshot_epoch, save_snapshot
 from fercore.transforms import AugmentConfig, Normalizer, augment_batch, balanced_sample_weights, class_weights
 
 @dataclass
@@ -240,6 +241,8 @@ class Trainer:
         for epoch in range(len(self.history), end):
             record = self.train_epoch(epoch, started)
             self.history.append(record)
+            if is_snapshot_epoch(epoch + 1, self.config.epochs):  # before last.pt: a resume redoes the epoch if lost
+                save_snapshot(self.run_dir, epoch + 1, self.model)
             state = self.state()
             checkpoints.save_checkpoint(state, self.run_dir / LAST)
             if record["val_acc"] > self.best_val_acc:

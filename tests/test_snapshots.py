@@ -1,0 +1,107 @@
+"""Training replayed: the snapshots a run keeps, exact across a resume, and the models they load back as."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fercore.checkpoints import CheckpointError, load_model
+from fercore.data import load_dataset
+from fercore.runs import SNAPSHOTS_FILE, copy_run
+from fercore.snapshots import is_snapshot_epoch, model_at_epoch, snapshot_epochs
+from fercore.training import TrainConfig, resume, train
+
+from fixtures import tiny_fer_csv
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return load_dataset(tiny_fer_csv(tmp_path_factory.mktemp("data")), cache=False)
+
+
+def config(**overrides) -> TrainConfig:
+    return TrainConfig(**{"model": "fernet", "epochs": 6, "batch_size": 16, "threads": 1, "seed": 1,
+                          "augment": {"flip": 0.5, "shift": 0.1}, **overrides})
+
+
+@pytest.fixture(scope="module")
+def straight_run(tiny_data, tmp_path_factory):
+    run = tmp_path_factory.mktemp("straight") / "run"
+    train(config(), run, dataset=tiny_data)
+    return run
+
+
+def test_the_fibonacci_epochs_and_the_last_are_kept():
+    assert [e for e in range(1, 40) if is_snapshot_epoch(e, 39)] == [1, 2, 3, 5, 8, 13, 21, 34, 39]
+    assert [e for e in range(1, 7) if is_snapshot_epoch(e, 6)] == [1, 2, 3, 5, 6]
+
+
+def test_a_run_keeps_its_snapshots_and_the_last_one_is_its_last_weights(straight_run, tiny_data):
+    assert snapshot_epochs(straight_run / "last.pt") == snapshot_epochs(straight_run) == [1, 2, 3, 5, 6]
+    last = load_model(straight_run / "last.pt")
+    at_six = model_at_epoch(straight_run / "last.pt", 6)
+    faces = tiny_data.pixels[:32]
+    # fp16 weights: the probabilities agree to fp16's relative precision carried through a few layers
+    np.testing.assert_allclose(at_six.predict(faces), last.predict(faces), atol=2e-2)
+    assert at_six.epoch == 6 and at_six.key != last.key
+
+
+def test_an_early_snapshot_is_the_model_as_it_was_then(straight_run, tiny_data, tmp_path):
+    """Epoch 2's snapshot predicts as a run stopped after epoch 2 does, and differs from the final model."""
+    stopped = tmp_path / "stopped"
+    train(config(), stopped, dataset=tiny_data, stop_after=2)
+    at_two = model_at_epoch(straight_run, 2)
+    faces = tiny_data.pixels
+    np.testing.assert_allclose(at_two.predict(faces), load_model(stopped / "last.pt").predict(faces), atol=2e-2)
+    assert [(h["epoch"], h["val_acc"]) for h in at_two.history] == [
+        (h["epoch"], h["val_acc"]) for h in load_model(stopped / "last.pt").history]
+    assert not np.allclose(at_two.predict(faces), model_at_epoch(straight_run, 6).predict(faces), atol=2e-2)
+
+
+def test_a_stopped_and_resumed_run_keeps_the_same_snapshots(straight_run, tiny_data, tmp_path):
+    stopped = tmp_path / "stopped"
+    train(config(), stopped, dataset=tiny_data, stop_after=4)
+    assert snapshot_epochs(stopped) == [1, 2, 3]
+    resume(stopped, dataset=tiny_data)
+    assert snapshot_epochs(stopped) == [1, 2, 3, 5, 6]
+    ours, theirs = (torch.load(run / SNAPSHOTS_FILE, weights_only=True)["epochs"] for run in (stopped, straight_run))
+    for epoch in (1, 2, 3, 5, 6):
+        for name, value in theirs[epoch].items():
+            assert torch.equal(ours[epoch][name], value), f"epoch {epoch}: {name} differs"
+
+
+def test_a_copied_run_takes_its_snapshots_along(straight_run, tmp_path):
+    copy = copy_run(straight_run, tmp_path / "copy")
+    assert snapshot_epochs(copy) == [1, 2, 3, 5, 6]
+
+
+def test_a_missing_epoch_or_a_foreign_snapshots_file_is_a_clear_error(straight_run, tmp_path):
+    with pytest.raises(CheckpointError, match="no snapshot of epoch 4"):
+        model_at_epoch(straight_run, 4)
+    copy = copy_run(straight_run, tmp_path / "copy")
+    (copy / SNAPSHOTS_FILE).write_bytes(b"not a torch file")
+    with pytest.raises(CheckpointError, match="not a readable snapshots file"):
+        snapshot_epochs(copy)
+    torch.save({"something": torch.zeros(1)}, copy / SNAPSHOTS_FILE)
+    with pytest.raises(CheckpointError, match="not a fercore snapshots file"):
+        model_at_epoch(copy, 2)
+
+
+def test_snapshots_of_another_architecture_are_refused(straight_run, tiny_data, tmp_path):
+    other = tmp_path / "other"
+    train(config(model="hw3", epochs=1), other, dataset=tiny_data)
+    copy = copy_run(straight_run, tmp_path / "copy")
+    (copy / SNAPSHOTS_FILE).write_bytes((other / SNAPSHOTS_FILE).read_bytes())
+    with pytest.raises(CheckpointError, match="another architecture"):
+        model_at_epoch(copy, 1)
+
+
+def test_a_run_without_snapshots_lists_none(straight_run, tmp_path):
+    copy = copy_run(straight_run, tmp_path / "copy")
+    (copy / SNAPSHOTS_FILE).unlink()
+    assert snapshot_epochs(copy) == []
+    with pytest.raises(CheckpointError, match="no snapshot of epoch 1"):
+        model_at_epoch(copy, 1)
