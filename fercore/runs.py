@@ -2,7 +2,7 @@
 torch loads): the run-folder layout, the cache folder, and the one way fercore replaces a file.
 
 A run folder holds LAST (every epoch), BEST (best validation accuracy), HISTORY_FILE, PROGRESS_FILE and
-CONFIG_FILE, written by fercore.training, and SNAPSHOTS_FILE (fercore.snapshots); a background job adds LOCK_FILE, JOB_FILE and LOG_FILE (fercore.jobs).
+CONFIG_FILE, written by fercore.training, and SNAPSHOTS_DIR (fercore.snapshots); a background job adds LOCK_FILE, JOB_FILE and LOG_FILE (fercore.jobs).
 Every file fercore writes goes through `atomic_write`, so a reader never sees half a file and a write that fails
 (a full disk, a refused permission, a SIGKILL) leaves the previous file as it was.
 """
@@ -19,8 +19,8 @@ from typing import BinaryIO, Callable, Union
 BEST, LAST = "best.pt", "last.pt"
 HISTORY_FILE, PROGRESS_FILE, CONFIG_FILE = "history.json", "progress.json", "config.json"
 LOCK_FILE, JOB_FILE, LOG_FILE = "job.lock", "job.json", "train.log"
-SNAPSHOTS_FILE = "snapshots.pt"  # the weights at a few epochs, for replaying training (fercore.snapshots)
-RUN_FILES = (LAST, BEST, HISTORY_FILE, CONFIG_FILE, SNAPSHOTS_FILE)  # what a copy of a run takes along (not its log or lock)
+SNAPSHOTS_DIR = "snapshots"  # epoch_0003.pt ...: the weights at a few epochs, for replaying training (fercore.snapshots)
+RUN_FILES = (LAST, BEST, HISTORY_FILE, CONFIG_FILE)  # what a copy of a run takes along (not its log or lock)
 # What a run has from its first moment: a job file when started in the background, a config when training began.
 # So a run shows up (to follow or to stop) before its first checkpoint exists.
 STARTED_RUN_FILES = (LAST, BEST, CONFIG_FILE, JOB_FILE)
@@ -122,9 +122,27 @@ def run_config(folder) -> dict:
     return read_json(Path(folder) / CONFIG_FILE, {})
 
 
+def snapshot_path(folder, epoch: int) -> Path:
+    """Where a run folder keeps its snapshot of the weights after `epoch`."""
+    return Path(folder) / SNAPSHOTS_DIR / f"epoch_{int(epoch):04d}.pt"
+
+
+def run_folder(checkpoint) -> Path:
+    """The run folder of a checkpoint: itself for a folder, a .pt file's own folder."""
+    checkpoint = Path(checkpoint)
+    return checkpoint if checkpoint.is_dir() else checkpoint.parent
+
+
+def snapshot_epochs(checkpoint) -> list[int]:
+    """The epochs a checkpoint's run folder has snapshots of, in order ([] for none); a file's number is its epoch."""
+    found = run_folder(checkpoint) / SNAPSHOTS_DIR
+    names = sorted(found.glob("epoch_*.pt")) if found.is_dir() else []
+    return [int(name.stem.split("_")[1]) for name in names if name.stem.split("_")[1].isdigit()]
+
+
 def copy_run(source, target) -> Path:
-    """Copy a run folder's checkpoints, history and config into a new folder `target`, e.g. to continue training a
-    shipped checkpoint without changing the shipped files. Refuses a `target` that already holds a run."""
+    """Copy a run folder's checkpoints, history, config and snapshots into a new folder `target`, e.g. to continue
+    training a shipped checkpoint without changing the shipped files. Refuses a `target` that already holds a run."""
     source, target = Path(source), Path(target)
     if not can_resume(source):
         raise FileNotFoundError(f"{source} has no {LAST} to continue from")
@@ -134,4 +152,6 @@ def copy_run(source, target) -> Path:
     for name in RUN_FILES:
         if (source / name).is_file():
             shutil.copyfile(source / name, target / name)
+    if (source / SNAPSHOTS_DIR).is_dir():
+        shutil.copytree(source / SNAPSHOTS_DIR, target / SNAPSHOTS_DIR)
     return target

@@ -8,8 +8,8 @@ import torch
 
 from fercore.checkpoints import CheckpointError, load_model
 from fercore.data import load_dataset
-from fercore.runs import SNAPSHOTS_FILE, copy_run
-from fercore.snapshots import is_snapshot_epoch, model_at_epoch, snapshot_epochs
+from fercore.runs import copy_run, snapshot_epochs, snapshot_path
+from fercore.snapshots import is_snapshot_epoch, model_at_epoch
 from fercore.training import TrainConfig, resume, train
 
 from fixtures import tiny_fer_csv
@@ -67,10 +67,11 @@ def test_a_stopped_and_resumed_run_keeps_the_same_snapshots(straight_run, tiny_d
     assert snapshot_epochs(stopped) == [1, 2, 3]
     resume(stopped, dataset=tiny_data)
     assert snapshot_epochs(stopped) == [1, 2, 3, 5, 6]
-    ours, theirs = (torch.load(run / SNAPSHOTS_FILE, weights_only=True)["epochs"] for run in (stopped, straight_run))
     for epoch in (1, 2, 3, 5, 6):
-        for name, value in theirs[epoch].items():
-            assert torch.equal(ours[epoch][name], value), f"epoch {epoch}: {name} differs"
+        ours, theirs = (torch.load(snapshot_path(run, epoch), weights_only=True)["model_state"]
+                        for run in (stopped, straight_run))
+        for name, value in theirs.items():
+            assert torch.equal(ours[name], value), f"epoch {epoch}: {name} differs"
 
 
 def test_a_copied_run_takes_its_snapshots_along(straight_run, tmp_path):
@@ -82,26 +83,27 @@ def test_a_missing_epoch_or_a_foreign_snapshots_file_is_a_clear_error(straight_r
     with pytest.raises(CheckpointError, match="no snapshot of epoch 4"):
         model_at_epoch(straight_run, 4)
     copy = copy_run(straight_run, tmp_path / "copy")
-    (copy / SNAPSHOTS_FILE).write_bytes(b"not a torch file")
-    with pytest.raises(CheckpointError, match="not a readable snapshots file"):
-        snapshot_epochs(copy)
-    torch.save({"something": torch.zeros(1)}, copy / SNAPSHOTS_FILE)
-    with pytest.raises(CheckpointError, match="not a fercore snapshots file"):
+    snapshot_path(copy, 2).write_bytes(b"not a torch file")
+    with pytest.raises(CheckpointError, match="epoch_0002.pt is not a readable snapshot"):
         model_at_epoch(copy, 2)
+    torch.save({"something": torch.zeros(1)}, snapshot_path(copy, 3))
+    with pytest.raises(CheckpointError, match="epoch_0003.pt is not a fercore snapshot"):
+        model_at_epoch(copy, 3)
 
 
 def test_snapshots_of_another_architecture_are_refused(straight_run, tiny_data, tmp_path):
     other = tmp_path / "other"
     train(config(model="hw3", epochs=1), other, dataset=tiny_data)
     copy = copy_run(straight_run, tmp_path / "copy")
-    (copy / SNAPSHOTS_FILE).write_bytes((other / SNAPSHOTS_FILE).read_bytes())
+    snapshot_path(copy, 1).write_bytes(snapshot_path(other, 1).read_bytes())
     with pytest.raises(CheckpointError, match="another architecture"):
         model_at_epoch(copy, 1)
 
 
 def test_a_run_without_snapshots_lists_none(straight_run, tmp_path):
     copy = copy_run(straight_run, tmp_path / "copy")
-    (copy / SNAPSHOTS_FILE).unlink()
+    for epoch in snapshot_epochs(copy):
+        snapshot_path(copy, epoch).unlink()
     assert snapshot_epochs(copy) == []
     with pytest.raises(CheckpointError, match="no snapshot of epoch 1"):
         model_at_epoch(copy, 1)
