@@ -140,6 +140,39 @@ def test_confusion_page_shows_the_matrix_metrics_and_a_cells_gallery(env):
     assert at.title[0].value == "Inspect" and at.session_state["w_inspect_index"] == ranked[0]
 
 
+def test_the_epoch_slider_replays_training(env, tmp_path, monkeypatch):
+    """A run's snapshots make an Epoch slider in the sidebar: the matrix and a face's saliency are the model's as it
+    was after that epoch, and "as saved" is the checkpoint again."""
+    from fercore.checkpoints import load_model
+    from fercore.saliency import Target, gradient
+    from fercore.snapshots import model_at_epoch
+    from fercore.training import train
+    from ui import analysis
+    from ui.sidebar import Selection
+    from ui.sources import DataChoice
+
+    run = tmp_path / "checkpoints" / "replay"
+    train(TrainConfig(model="fernet", epochs=3, batch_size=32, threads=1, data=str(env["data"])), run)
+    monkeypatch.setenv("FERCORE_CHECKPOINTS", str(tmp_path / "checkpoints"))
+    data = load_dataset(env["data"]).select_split("PrivateTest")
+
+    def accuracy(loaded) -> str:
+        return f"accuracy **{(loaded.predict(data.pixels).argmax(1) == data.labels).mean():.1%}**"
+
+    at = open_app(**on_data(env, **{keys.CHECKPOINT: str(run), keys.EPOCH: 1}))
+    assert at.select_slider(key=keys.EPOCH).options == ["1", "2", "3", "as saved"]
+    assert "Replaying epoch 1" in texts(at) and accuracy(model_at_epoch(run, 1)) in texts(at)
+    at.session_state[keys.EPOCH] = None
+    at.run()
+    assert not at.exception and "Replaying" not in texts(at) and accuracy(load_model(run)) in texts(at)
+
+    early = Selection(str(run), DataChoice(str(env["data"]), "faces"), "PrivateTest", epoch=1)
+    result = analysis.image_analysis(early, 5, "gradient", Target.predicted(), {})
+    loaded = model_at_epoch(run, 1)
+    expected = gradient(loaded.model, loaded.preprocess(data.pixels[5:6]), Target.predicted())[0]
+    np.testing.assert_allclose(result.saliency, expected, rtol=1e-5, atol=1e-7)
+
+
 def test_row_normalized_toggle_and_an_empty_cell(env):
     at = open_app(**on_data(env, **{keys.NORMALIZED: True}))
     assert not at.exception and len(at.get("plotly_chart")) == 1

@@ -30,7 +30,7 @@ BY_MODEL = {Selection: Selection.model_identity}  # hash_funcs of the results th
 
 
 def _loaded(selection: Selection):
-    return loaders.model(selection.checkpoint)
+    return loaders.model(selection.checkpoint, selection.epoch)
 
 
 def _images(selection: Selection):

@@ -41,7 +41,7 @@ def need_model(selection: Selection):
     """The loaded checkpoint, or stop with its CheckpointError."""
     need_checkpoint(selection)
     try:
-        return loaders.model(selection.checkpoint)
+        return loaders.model(selection.checkpoint, selection.epoch)
     except Exception as error:  # noqa: BLE001
         show_error(error, "load the checkpoint")
         st.stop()

@@ -7,6 +7,7 @@ DATA_MODE = "w_data_mode"        # one of sidebar.DATA_MODES
 DATA_PATH = "w_data_path"        # str, used when DATA_MODE is "path"
 DATA_UPLOAD = "w_data_upload"    # the uploaded file, when DATA_MODE is "upload"
 SPLIT = "w_split"                # a split name from fercore.labels.SPLIT_NAMES, or "all"
+EPOCH = "w_epoch"                # int epoch of a training snapshot to replay, or None for the checkpoint itself
 
 # Selections shared between pages (not widgets: they survive page switches)
 CELL = "cell"                    # (true, predicted) class indices of the clicked confusion cell, or None

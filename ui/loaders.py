@@ -40,8 +40,12 @@ def split_dataset(selection: Selection):
 # ---------------------------------------------------------------------------------------------- models
 
 @st.cache_resource(show_spinner="Loading the checkpoint…", max_entries=6)
-def _model(path: str, stamp: tuple):
+def _model(path: str, stamp: tuple, epoch: int | None):
     from fercore.checkpoints import load_model
+    from fercore.snapshots import model_at_epoch
+
+    if epoch is not None:  # a snapshot never changes once written: the checkpoint's stamp keys it well enough
+        return model_at_epoch(path, epoch)
 
     # A run training in the background replaces best.pt now and then. load_model reads the weights and then hashes
     # the file for its cache key, so a replacement in between would pair old weights with the new file's key (and
@@ -55,6 +59,7 @@ def _model(path: str, stamp: tuple):
     return loaded
 
 
-def model(path: str):
-    """The LoadedModel of a .pt file or run folder (CheckpointError if it cannot be loaded)."""
-    return _model(path, sources.stamp(sources.checkpoint_file(path)))
+def model(path: str, epoch: int | None = None):
+    """The LoadedModel of a .pt file or run folder, or of its run's snapshot after `epoch` (CheckpointError if it
+    cannot be loaded)."""
+    return _model(path, sources.stamp(sources.checkpoint_file(path)), epoch)

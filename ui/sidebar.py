@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
+from fercore import runs
 from ui import keys, sources
 
 SPLITS = ("PrivateTest", "PublicTest", "Training", "all")
@@ -23,6 +24,7 @@ class Selection:
     data: sources.DataChoice | None  # None while an upload or path is missing
     split: str
     checkpoint_stamp: tuple | None = None  # None: read now
+    epoch: int | None = None  # replay: the run's snapshot after this epoch in place of the checkpoint's weights
 
     def __post_init__(self):
         if self.checkpoint_stamp is None and self.checkpoint is not None:
@@ -30,7 +32,7 @@ class Selection:
 
     def model_identity(self) -> tuple:
         """What a result of the model alone (its layers, its filters) depends on: not the data or the split."""
-        return self.checkpoint, self.checkpoint_stamp
+        return self.checkpoint, self.checkpoint_stamp, self.epoch
 
     def data_identity(self) -> tuple:
         """What the split's rows depend on: not the checkpoint."""
@@ -53,10 +55,11 @@ def render() -> Selection:
         st.session_state.setdefault(key, None)
     with st.sidebar:
         checkpoint = _checkpoint_picker()
+        epoch = _epoch_picker(checkpoint)
         data = _data_picker()
         split = st.selectbox("Split", SPLITS, key=keys.SPLIT, on_change=_forget_image_and_cell,
                              help="PrivateTest is the held-out test split; PublicTest is used for validation.")
-    chosen = Selection(checkpoint=checkpoint, data=data, split=split)
+    chosen = Selection(checkpoint=checkpoint, data=data, split=split, epoch=epoch)
     st.session_state[_SELECTION] = chosen
     return chosen
 
@@ -77,6 +80,24 @@ def _checkpoint_picker() -> str | None:
         st.session_state[keys.CHECKPOINT] = options[0]
     return st.selectbox("Checkpoint", options, key=keys.CHECKPOINT, format_func=sources.checkpoint_label,
                         on_change=_forget_cell, help="Shipped checkpoints and every run folder under runs/.")
+
+
+def _epoch_picker(checkpoint: str | None) -> int | None:
+    """Replay training: where the checkpoint's run kept snapshots, a slider over their epochs, ending at the
+    checkpoint itself ("as saved", the default)."""
+    epochs = runs.snapshot_epochs(checkpoint) if checkpoint else []
+    if not epochs:
+        return None
+    options = [*epochs, None]
+    if st.session_state.get(keys.EPOCH) not in options:
+        st.session_state[keys.EPOCH] = None
+    epoch = st.select_slider("Epoch", options, key=keys.EPOCH, format_func=lambda e: "as saved" if e is None else str(e),
+                             help="Replay training: the model as it was after this epoch (the epochs its run kept "
+                                  "a snapshot of). Every page's matrix, saliency and filters follow.")
+    if epoch is not None:
+        record = next((r for r in runs.run_history(runs.run_folder(checkpoint)) if r.get("epoch") == epoch), None)
+        st.caption(f"Replaying epoch {epoch}" + (f": validation accuracy {record['val_acc']:.1%}" if record else ""))
+    return epoch
 
 
 def _data_picker() -> sources.DataChoice | None:
