@@ -91,7 +91,8 @@ def _epoch_picker(checkpoint: str | None) -> int | None:
     options = [*epochs, None]
     if st.session_state.get(keys.EPOCH) not in options:
         st.session_state[keys.EPOCH] = None
-    epoch = st.select_slider("Epoch", options, key=keys.EPOCH, format_func=lambda e: "as saved" if e is None else str(e),
+    epoch = st.select_slider("Epoch", options, key=keys.EPOCH,
+                             format_func=lambda e: "as saved" if e is None else str(e),
                              help="Replay training: the model as it was after this epoch (the epochs its run kept "
                                   "a snapshot of). Every page's matrix, saliency and filters follow.")
     if epoch is not None:
