@@ -599,3 +599,19 @@ def _perturbation_curve(model, images, maps, target, steps, canvas, blur_sigma, 
     scores = (probs * weights).sum(1).view(len(x), steps + 1).cpu().numpy()
     fractions = (counts.float() / pixels).cpu().numpy()
     return PerturbationCurve(fractions, scores, np.trapezoid(scores, fractions, axis=1))
+
+
+def checkerboard_share(maps) -> np.ndarray:
+    """The share of each map's variance that sits in its 2x2-periodic pattern (N,) for maps (N, H, W), H and W even.
+
+    A stride-2 layer computes each output from a 2x2 phase of its input, so its gradients can differ from one phase
+    to the next: a checkerboard laid over the map. The 2x2-periodic part of a map is the mean of each of its four
+    phases (even/odd row, even/odd column) repeated over it; its variance over the map's is 0 for a smooth map and 1
+    for a pure checkerboard."""
+    maps = np.asarray(maps, dtype=np.float64)
+    centred = maps - maps.mean(axis=(1, 2), keepdims=True)
+    n, h, w = centred.shape
+    phases = centred.reshape(n, h // 2, 2, w // 2, 2).mean(axis=(1, 3))  # (N, 2, 2): each phase's mean
+    periodic = (phases ** 2).mean(axis=(1, 2))  # the periodic part's variance over the map
+    total = (centred ** 2).mean(axis=(1, 2))
+    return np.divide(periodic, total, out=np.zeros_like(total), where=total > 0)
