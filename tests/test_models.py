@@ -110,3 +110,35 @@ def test_a_few_training_steps_lower_the_loss(name, per_class, steps):
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_the_antialiased_fernet_costs_what_fernet_costs_and_its_saliency_has_no_checkerboard():
+    """The blur before fernet's stride-2 first conv adds no parameter and a 48x48 blur's worth of FLOPs, and takes
+    the 2x2-periodic pattern out of the input gradients (fernet: several percent of a map's variance, already at
+    initialisation; hw3, which never strides, as little)."""
+    from fercore.saliency import checkerboard_share, gradient
+
+    torch.manual_seed(0)
+    faces = torch.rand(16, 1, 48, 48)
+    shares = {}
+    for name in ("fernet", "fernet_antialiased", "hw3"):
+        torch.manual_seed(0)
+        model = build_model(name).eval()
+        shares[name] = float(checkerboard_share(gradient(model, faces)).mean())
+    fernet, antialiased = build_model("fernet"), build_model("fernet_antialiased")
+    assert sum(p.numel() for p in antialiased.parameters()) == sum(p.numel() for p in fernet.parameters())
+    assert count_flops(antialiased) == count_flops(fernet)  # the fixed blur is not a Conv2d: not counted
+    assert shares["fernet"] > 0.02 and shares["fernet_antialiased"] < 0.01, shares
+    assert shares["fernet_antialiased"] < shares["fernet"] / 5, shares
+
+
+def test_checkerboard_share_is_one_for_a_checkerboard_and_zero_for_a_smooth_map():
+    from fercore.saliency import checkerboard_share
+
+    rows, cols = torch.meshgrid(torch.arange(48), torch.arange(48), indexing="ij")
+    board = ((rows + cols) % 2).float().numpy()
+    ramp = (rows + cols).float().numpy()
+    shares = checkerboard_share([board, ramp, ramp + 20 * board, board * 0])
+    assert shares[0] == pytest.approx(1.0) and shares[1] < 0.01 and shares[3] == 0
+    # a board of variance 100 on a ramp of variance ~390: about a fifth of the variance
+    assert 0.15 < shares[2] < 0.3, shares
