@@ -2,8 +2,8 @@
 
     python scripts/ship_checkpoint.py runs/fernet fernet [--drop-optimizer]
 
-It copies last.pt (resumable), best.pt only when it differs from last.pt (to save space), history.json and
-config.json. --drop-optimizer removes Adam's moments from last.pt (a third of the size of a model like hw3);
+It copies last.pt (resumable), best.pt only when it differs from last.pt (to save space), history.json,
+config.json and the run's snapshots (for the app's Epoch slider). --drop-optimizer removes Adam's moments from last.pt (a third of the size of a model like hw3);
 resuming then restarts those moments and says so.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from fercore.checkpoints import BEST, LAST, architecture_signature, read_checkpoint, save_checkpoint
 from fercore.models import build_model
-from fercore.runs import CONFIG_FILE, HISTORY_FILE
+from fercore.runs import CONFIG_FILE, HISTORY_FILE, SNAPSHOTS_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,6 +37,9 @@ def ship(run: Path, name: str, drop_optimizer: bool) -> Path:
     for extra in (HISTORY_FILE, CONFIG_FILE):
         if (run / extra).exists() and not ((target / extra).exists() and filecmp.cmp(run / extra, target / extra)):
             shutil.copyfile(run / extra, target / extra)
+    shutil.rmtree(target / SNAPSHOTS_DIR, ignore_errors=True)
+    if (run / SNAPSHOTS_DIR).is_dir():
+        shutil.copytree(run / SNAPSHOTS_DIR, target / SNAPSHOTS_DIR)
     return target
 
 
