@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fercore import evaluation
+from fercore import disk_cache, evaluation
 from fercore.data import DEFAULT_DATA_PATH, FerDataset, load_dataset
 from fercore.labels import PRIVATE_TEST
 from fercore.models import build_model, count_flops
@@ -71,8 +71,7 @@ def reopen_ms(model, normalizer, data: FerDataset, tta: bool) -> float:
         # the cache file for the whole set, written from a real result's probabilities without recomputing
         probs = np.tile(first.probabilities, (-(-len(data) // len(first)), 1))[:len(data)]
         meta = evaluation.cache_meta("bench", data.fingerprint(), None, tta)
-        evaluation._write_cache(evaluation.cache_path(cache, meta), meta,
-                                {"probabilities": probs, "seconds": np.float64(0)})
+        disk_cache.write(meta, {"probabilities": probs, "seconds": np.float64(0)}, cache)
         start = time.perf_counter()
         result = evaluation.evaluate(model, normalizer, data, tta=tta, cache_key="bench", cache_dir=cache)
         elapsed = (time.perf_counter() - start) * 1e3

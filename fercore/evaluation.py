@@ -6,8 +6,9 @@ each confusion cell ranked by confidence, and per-cell aggregates (mean face, me
     cell = result.cell(true=2, pred=4)          # Fear predicted as Sad, most confident first
     cell.indices, cell.probabilities            # dataset rows, (K, 7) probabilities
 
-Results are cached on disk per (checkpoint key, data fingerprint, split, options) as a pickle-free .npz, so a
-second call (reopening the app) reads a few kilobytes instead of running the network. Evaluation itself runs a
+Results are cached on disk (fercore.disk_cache) per (checkpoint key, data fingerprint, split, options), so a
+second call (reopening the app, another server on the same cache folder) reads a few kilobytes instead of running
+the network; so are a cell's mean face and saliency (`cell_means`). Evaluation itself runs a
 copy of the model made for inference (BatchNorm folded into the conv before it, ReLUs in place, channels_last
 weights) under inference_mode in batches of 256, where oneDNN's convolutions run near the machine's matmul rate
 (benchmarks/bench_eval.py); the caller's model is never modified.
@@ -17,12 +18,9 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import time
-import zipfile
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -30,11 +28,13 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
-from fercore import runs
+from fercore import disk_cache
 from fercore.labels import CLASS_NAMES, NUM_CLASSES, SPLIT_NAMES, split_index
 from fercore.threads import threads_for_call
 
 CACHE_FORMAT = "fercore-evaluation/1"  # bump when the cached arrays change meaning
+CELL_MEANS_FORMAT = "fercore-cell-means/1"
+MEAN_SALIENCY_LIMIT = 128  # the cell's most confident images in its mean saliency (a backward pass each)
 DEFAULT_BATCH_SIZE = 256
 
 # A saliency method as evaluation uses it: (model, preprocessed images (N,1,48,48), target class) -> (N, 48, 48).
@@ -303,32 +303,13 @@ def cache_meta(model_key: str, fingerprint: str, split: str | None, tta: bool) -
             "tta": bool(tta)}
 
 
-def cache_path(cache_dir, meta: dict) -> Path:
-    """<cache_dir>/evaluation/<hash of meta>.npz"""
-    digest = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:32]
-    return Path(cache_dir) / "evaluation" / f"{digest}.npz"
-
-
-def _write_cache(path: Path, meta: dict, arrays: dict) -> None:
-    """Write atomically: a temp file in the same folder, renamed over the target once complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    runs.atomic_write(path, lambda f: np.savez(f, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays))
-
-
-def _read_cache(path: Path, meta: dict, n_rows: int) -> dict | None:
-    """The cached arrays if the file is complete and made for exactly this meta; None for anything else."""
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            if json.loads(str(archive["meta"])) != json.loads(json.dumps(meta, sort_keys=True)):
-                return None
-            arrays = {name: archive[name] for name in archive.files if name != "meta"}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError):
-        return None
-    probs = arrays.get("probabilities")
-    if probs is None or probs.dtype != np.float32 or probs.shape != (n_rows, NUM_CLASSES) \
-            or not np.all(np.isfinite(probs)):
-        return None
-    return arrays
+def _valid_probabilities(n_rows: int):
+    """A cached evaluation is used only with float32 finite probabilities for exactly the rows asked for."""
+    def valid(arrays: dict) -> bool:
+        probs = arrays.get("probabilities")
+        return probs is not None and probs.dtype == np.float32 and probs.shape == (n_rows, NUM_CLASSES) \
+            and bool(np.all(np.isfinite(probs)))
+    return valid
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -357,27 +338,21 @@ def evaluate(model: nn.Module, normalizer: Callable, dataset, *, split=None, tta
     common = dict(labels=labels, rows=rows, tta=bool(tta), data_fingerprint=fingerprint, split=split_name,
                   model_key=cache_key, model_name=model_name, computed_in=computes_in)
 
-    path = meta = None
-    if cache_key is not None:
+    def compute() -> dict:
+        started = time.perf_counter()
+        probs = predict_probabilities(model, normalizer, np.asarray(dataset.pixels)[rows], tta=tta,
+                                      batch_size=batch_size, threads=threads, precision=computes_in)
+        return {"probabilities": probs, "seconds": np.float64(time.perf_counter() - started)}
+
+    if cache_key is None:
+        arrays, from_cache = compute(), False
+    else:
         meta = cache_meta(cache_key, fingerprint, split_name, tta)
         if computes_in != "fp32":  # fp32 results keep the cache files they had before precision was a choice
             meta["precision"] = computes_in
-        path = cache_path(runs.cache_dir() if cache_dir is None else cache_dir, meta)
-        cached = _read_cache(path, meta, len(rows)) if path.is_file() else None
-        if cached is not None:
-            return Evaluation(cached["probabilities"], cached["probabilities"].argmax(1).astype(np.int64),
-                              seconds=float(cached.get("seconds", 0.0)), from_cache=True, **common)
-
-    started = time.perf_counter()
-    probs = predict_probabilities(model, normalizer, np.asarray(dataset.pixels)[rows], tta=tta,
-                                  batch_size=batch_size, threads=threads, precision=computes_in)
-    seconds = time.perf_counter() - started
-    if path is not None:
-        try:
-            _write_cache(path, meta, {"probabilities": probs, "seconds": np.float64(seconds)})
-        except OSError:
-            pass  # a read-only or full disk costs the cache, not the result
-    return Evaluation(probs, probs.argmax(1).astype(np.int64), seconds=seconds, **common)
+        arrays, from_cache = disk_cache.get_or_compute(meta, compute, cache_dir, _valid_probabilities(len(rows)))
+    probs, seconds = arrays["probabilities"], float(arrays.get("seconds", 0.0))
+    return Evaluation(probs, probs.argmax(1).astype(np.int64), seconds=seconds, from_cache=from_cache, **common)
 
 
 def evaluate_checkpoint(loaded, dataset, *, split=None, tta: bool = False, batch_size: int = DEFAULT_BATCH_SIZE,
@@ -440,6 +415,34 @@ def cell_mean_saliency(result: Evaluation, model: nn.Module, normalizer: Callabl
             maps = np.divide(maps, mass, out=np.zeros_like(maps), where=mass > 0)
         total += maps.sum(axis=0)
     return (total / len(indices)).astype(np.float32)
+
+
+def cell_means_meta(result: Evaluation, true: int | None, pred: int, limit: int | None) -> dict:
+    """What a cell's cached means are valid for: the evaluation that ranked the cell, the cell and the limit."""
+    return {"format": CELL_MEANS_FORMAT, "model_key": str(result.model_key), "data": result.data_fingerprint,
+            "split": result.split, "tta": result.tta, "computed_in": result.computed_in,
+            "true": None if true is None else int(true), "pred": int(pred), "limit": limit}
+
+
+def cell_means(result: Evaluation, model: nn.Module, normalizer: Callable, dataset, true: int | None, pred: int,
+               *, limit: int | None = MEAN_SALIENCY_LIMIT,
+               cache_dir=None) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
+    """(cell_mean_face, cell_mean_saliency of the `limit` most confident images) of cell (true, pred), what the
+    Confusion page shows beside a cell's faces; (None, None) for an empty cell. Cached on disk (fercore.disk_cache)
+    under the evaluation's key when it has one, so any server on the same cache folder computes a cell once."""
+    face = cell_mean_face(result, dataset, true, pred)
+    if face is None:
+        return None, None
+
+    def compute() -> dict:
+        return {"face": face, "saliency": cell_mean_saliency(result, model, normalizer, dataset, true, pred,
+                                                             limit=limit)}
+
+    if result.model_key is None:
+        arrays = compute()
+    else:
+        arrays, _ = disk_cache.get_or_compute(cell_means_meta(result, true, pred, limit), compute, cache_dir)
+    return arrays["face"], arrays["saliency"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
