@@ -67,6 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", required=True, metavar="DIR", help="folder for report.html (created if needed)")
     report.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    precompute = commands.add_parser("precompute", epilog=EPILOG,
+                                     help="compute before class everything a lesson clicks on, into the disk cache")
+    precompute.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT")
+    precompute.add_argument("--data")
+    precompute.add_argument("--snapshots", action="store_true",
+                            help="also every epoch snapshot the checkpoints' runs kept (the sidebar's Epoch slider)")
+    precompute.add_argument("--quiet", action="store_true", help="no progress bar")
+
     commands.add_parser("models", help="list the registered architectures")
     return parser
 
@@ -111,9 +119,10 @@ def cmd_train(args) -> int:
 
     config = config_from_args(args)
     trainer = new_run(config, args.out, on_progress=progress_printer(args.quiet))
-    print(trainer.precision.describe(), flush=True)
-    print(f"{trainer.split_note}; model {config.model} on {trainer.device}, {config.epochs} epochs -> {args.out}",
-          flush=True)
+    say = main_printer(trainer)
+    say(trainer.precision.describe())
+    say(f"{trainer.split_note}; model {config.model} on {trainer.device}{processes(trainer)}, {config.epochs} epochs "
+        f"-> {args.out}")
     return run_to_end(trainer, args.stop_after)
 
 
@@ -126,17 +135,36 @@ def cmd_resume(args) -> int:
         overrides["data"] = os.path.abspath(overrides["data"])
     trainer = resumed_run(args.run, epochs=epochs, overrides=overrides, on_progress=progress_printer(args.quiet))
     done, total = len(trainer.history), trainer.config.epochs
+    say = main_printer(trainer)
     if done >= total:
-        print(f"{args.run} already has {done} of {total} epochs: pass --epochs N (the new total) to go on")
+        say(f"{args.run} already has {done} of {total} epochs: pass --epochs N (the new total) to go on")
         return 0
-    print(trainer.precision.describe(), flush=True)
-    print(f"resuming {args.run} at epoch {done + 1} of {total}; {trainer.split_note}", flush=True)
+    say(trainer.precision.describe())
+    say(f"resuming {args.run} at epoch {done + 1} of {total}{processes(trainer)}; {trainer.split_note}")
     return run_to_end(trainer, args.stop_after)
 
 
+def main_printer(trainer):
+    """print for the process that speaks for the run (rank 0 of several started by torchrun), silent for others."""
+    def say(text: str) -> None:
+        if trainer.world.is_main:
+            print(text, flush=True)
+    return say
+
+
+def processes(trainer) -> str:
+    """' x N processes' when torchrun started several, else nothing."""
+    n = trainer.world.size
+    return f" x {n} processes (global batch {trainer.config.batch_size}, {trainer.config.batch_size // n} each)" \
+        if n > 1 else ""
+
+
 def run_to_end(trainer, stop_after) -> int:
+    from fercore import distributed
+
     trainer.fit(stop_after=stop_after)
-    print(f"done: best val acc {trainer.best_val_acc:.4f}; checkpoints in {trainer.run_dir}")
+    distributed.teardown()
+    main_printer(trainer)(f"done: best val acc {trainer.best_val_acc:.4f}; checkpoints in {trainer.run_dir}")
     return 0
 
 
@@ -241,6 +269,18 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_precompute(args) -> int:
+    from fercore.lesson import precompute
+
+    progress = step_printer(args.quiet)
+    try:
+        summary = precompute(args.checkpoints, args.data, snapshots=args.snapshots, on_progress=progress)
+    finally:
+        progress.close()
+    print(summary.describe())
+    return 0
+
+
 def cmd_models(args) -> int:
     from fercore.models import build_model, model_names
 
@@ -251,7 +291,7 @@ def cmd_models(args) -> int:
 
 
 COMMANDS = {"train": cmd_train, "resume": cmd_resume, "evaluate": cmd_evaluate, "predict": cmd_predict,
-            "report": cmd_report, "models": cmd_models}
+            "report": cmd_report, "precompute": cmd_precompute, "models": cmd_models}
 
 
 def main(argv=None) -> int:

@@ -50,6 +50,8 @@ class TrainConfig:
     device: str = _setting("auto", "auto (CUDA when present), cpu or cuda", choices=DEVICES)
     precision: str = _setting("auto", "auto: bf16 autocast where the CPU or GPU runs bf16 natively, else fp32",
                               choices=PRECISIONS)
+    sync_batchnorm: bool = _setting(False, "with several processes (torchrun) on CUDA: BatchNorm statistics over "
+                                           "the whole batch, not each process's rows")
     data: str | None = _setting(None, "fer2013.csv, train.csv, an image folder or .npz (none: the shipped demo data)")
     val_fraction: float = _setting(0.1, "validation share when the data has no Usage column (seeded, stratified)")
 
@@ -114,7 +116,7 @@ def _field(name: str):
 # ---------------------------------------------------------------------------------------------------------------
 # The command line: `--batch-size` for batch_size, and so on. Text in, TrainConfig out, and back again for jobs.
 
-_TYPES = {"int": int, "float": float, "str": str, "str | None": str, "dict": str}
+_TYPES = {"int": int, "float": float, "str": str, "str | None": str, "dict": str, "bool": bool}
 
 
 def flag(name: str) -> str:
@@ -132,6 +134,10 @@ def add_arguments(parser: argparse.ArgumentParser, names, *, keep_run_values: bo
             value_help += " (default: the run's own)"
         elif shown is not None:
             value_help += f" (default: {shown})"
+        if f.type == "bool":  # a switch: --sync-batchnorm on, --no-sync-batchnorm off
+            parser.add_argument(flag(name), dest=name, action=argparse.BooleanOptionalAction, help=value_help,
+                                default=None if keep_run_values else shown)
+            continue
         parser.add_argument(flag(name), dest=name, type=_TYPES[str(f.type)], help=value_help,
                             default=None if keep_run_values else shown,
                             metavar="{" + ",".join(allowed) + "}" if allowed else name.upper())
@@ -152,6 +158,9 @@ def config_argv(config: TrainConfig) -> list[str]:
     for f in fields(config):
         value = getattr(config, f.name)
         if value is None:
+            continue
+        if isinstance(value, bool):
+            argv += [flag(f.name) if value else "--no-" + flag(f.name)[2:]]
             continue
         text = augment_text(value) if f.name == "augment" else repr(value) if isinstance(value, float) else str(value)
         argv += [flag(f.name), text]

@@ -3,6 +3,9 @@
 Exact resume: every source of randomness (shuffling, augmentation, dropout) is reseeded at the start of each
 epoch from (seed, epoch), and the learning rate is a pure function of the step. So an epoch computes the same
 thing whether the run went straight through or was stopped and resumed before it.
+
+Several processes (torchrun, fercore.distributed): every rank draws the same order, augmentation and dropout masks
+and trains its rows of each global batch; rank 0 alone writes the run's files. In one process none of that runs.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from fercore import checkpoints
+from fercore import checkpoints, distributed
 from fercore.config import TrainConfig
 from fercore.data import DataError, FerDataset, load_dataset
 from fercore.labels import PRIVATE_TEST, PUBLIC_TEST, SPLIT_NAMES, TRAINING
@@ -98,15 +101,19 @@ class Trainer:
         self.config = config
         self.on_progress = on_progress
         config.validate()
+        self.world = distributed.current_world()
+        distributed.check_batch_size(config.batch_size, self.world)
         if config.threads > 0:
             torch.set_num_threads(config.threads)
-        self.device = pick_device(config.device)
+        self.device = distributed.process_device(pick_device(config.device), self.world)
         if self.device.type == "cuda":  # fixed input shapes: let cuDNN pick its fastest convolution algorithms
             torch.backends.cudnn.benchmark = True
         self.precision = choose_precision(config.precision, self.device)
         self.dataset = dataset if dataset is not None else load_dataset(config.data, val_fraction=config.val_fraction,
                                                                          seed=config.seed)
         self.train_set, self.val_set, self.split_note = split_roles(self.dataset)
+        distributed.check_last_batch(len(self.train_set), config.batch_size, self.world)
+        distributed.init(self.world, self.device)
         self._setup(state)
 
     def _setup(self, state: dict | None) -> None:
@@ -116,8 +123,12 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         self.augment = AugmentConfig.from_dict(c.augment)
         train_labels = torch.as_tensor(self.train_set.labels)
-        weights = class_weights(train_labels).to(self.device) if c.balance == "weights" else None
-        self.loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=c.label_smoothing)
+        self.class_weights = class_weights(train_labels).to(self.device) if c.balance == "weights" else None
+        self.loss_fn = nn.CrossEntropyLoss(weight=self.class_weights, label_smoothing=c.label_smoothing)
+        # Several processes: each sums its rows' losses and divides by the whole batch's count (or weight), so the
+        # ranks' gradients add up to one process's gradient of the batch's mean loss.
+        self.loss_sum = nn.CrossEntropyLoss(weight=self.class_weights, label_smoothing=c.label_smoothing,
+                                            reduction="sum")
         self.sample_weights = balanced_sample_weights(train_labels) if c.balance == "sampler" else None
         self.train_x = torch.as_tensor(self.train_set.pixels).to(self.device)
         self.train_y = train_labels.to(self.device)
@@ -143,6 +154,14 @@ class Trainer:
                 self.split_note += (f"; trained in {trained_in} so far, continuing in {self.precision.name} "
                                     "(not bit-identical to a run that stayed in one precision)")
             self.best_val_acc = max((h["val_acc"] for h in self.history), default=-1.0)
+            trained_on = state.get("world_size", 1)  # checkpoints from before it was recorded: one process
+            if trained_on != self.world.size:
+                self.split_note += (f"; trained on {trained_on} process(es) so far, continuing on {self.world.size}: "
+                                    "each batch is split over the processes differently, so BatchNorm statistics "
+                                    "and float sums change (not bit-identical to a run that stayed on "
+                                    f"{trained_on})")
+        self.batch = {"size": 0, "rows": slice(None), "denominator": 1.0}  # this step's, when several processes
+        self.net = distributed.training_view(self.model, self.world, self.device, self.batch, c.sync_batchnorm)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -161,7 +180,7 @@ class Trainer:
         generator = torch.Generator().manual_seed(c.seed * 1_000_003 + epoch)
         aug_generator = torch.Generator(device=self.device).manual_seed(c.seed * 7919 + epoch)
         order = self._epoch_order(generator).to(self.device)
-        self.model.train()
+        self.net.train()
         # Running sums stay on the device: reading them (.item()) waits for the GPU, so it is done only when
         # progress is reported (about once a second), not every batch.
         total_loss = torch.zeros((), device=self.device)
@@ -174,24 +193,49 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             x = augment_batch(self.normalizer(self.train_x[idx]), self.augment, aug_generator)
+            x, y = self._rows_of_this_process(x, self.train_y[idx])
             x = x.contiguous(memory_format=torch.channels_last)
-            y = self.train_y[idx]
             with autocast(self.device, self.precision):  # the weights and Adam's state stay fp32
-                logits = self.model(x)
-                loss = self.loss_fn(logits.float(), y)
+                logits = self.net(x)
+                loss, batch_loss = self._batch_loss(logits.float(), y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            total_loss += loss.detach() * len(idx)
+            total_loss += batch_loss * len(idx)
             correct += (logits.argmax(1) == y).sum()
             seen += len(idx)
             if time.time() - reported >= 0.5 or b + 1 == batches:
-                self._report(epoch, b + 1, batches, started, t0, total_loss.item() / seen, correct.item() / seen)
+                # rank 0's own sums, scaled to the whole batch: an estimate while the epoch runs (exact in one
+                # process); the epoch's record below adds up every rank's
+                n = self.world.size
+                self._report(epoch, b + 1, batches, started, t0, total_loss.item() * n / seen,
+                             correct.item() * n / seen)
                 reported = time.time()
+        distributed.sum_over_ranks(total_loss, correct)
+        distributed.share_buffers(self.model, self.world)
         val_loss, val_acc = self.validate()
         return {"epoch": epoch + 1, "train_loss": total_loss.item() / seen, "train_acc": correct.item() / seen,
                 "val_loss": val_loss, "val_acc": val_acc, "lr": lr, "seconds": time.time() - t0,
                 "precision": self.precision.name}
+
+    def _rows_of_this_process(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """This process's rows of an augmented global batch (all of it in one process). Every rank augments the whole
+        batch, so each image gets the random draws it gets in one process."""
+        if self.world.size == 1:
+            return x, y
+        rows = self.world.rows(len(y))
+        denominator = self.class_weights[y].sum() if self.class_weights is not None else len(y)
+        self.batch.update(size=len(y), rows=rows, denominator=denominator)
+        return x[rows], y[rows]
+
+    def _batch_loss(self, logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the loss to backpropagate, this process's part of the batch's mean loss, detached). With several
+        processes the parts add up to the mean, and DDP averages gradients, so the loss is the part times N."""
+        if self.world.size == 1:
+            loss = self.loss_fn(logits, y)
+            return loss, loss.detach()
+        part = self.loss_sum(logits, y) / self.batch["denominator"]
+        return part * self.world.size, part.detach()
 
     @torch.inference_mode()
     def validate(self, batch_size: int = 512) -> tuple[float, float]:
@@ -208,6 +252,8 @@ class Trainer:
         return total / len(self.val_x), correct / len(self.val_x)
 
     def _report(self, epoch, batch, batches, started, epoch_t0, loss, acc, record=None) -> None:
+        if not self.world.is_main:
+            return
         per_batch = (time.time() - epoch_t0) / max(batch, 1)
         remaining = (batches - batch) + batches * (self.config.epochs - epoch - 1)
         progress = Progress(epoch=epoch + 1, epochs=self.config.epochs, batch=batch, batches=batches,
@@ -229,29 +275,37 @@ class Trainer:
                 "optimizer_state": self.optimizer.state_dict(),
                 "epoch": len(self.history), "history": self.history, "config": asdict(self.config),
                 "normalizer": self.normalizer.to_dict(), "data_fingerprint": self.fingerprint,
-                "precision": self.precision.name}
+                "precision": self.precision.name, "world_size": self.world.size}
 
     def fit(self, stop_after: int | None = None) -> list[dict]:
         """Train from the current epoch to config.epochs (or stop after `stop_after` epochs in total)."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        main = self.world.is_main  # the one process that writes the run's files
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_json(self.run_dir / CONFIG_FILE, asdict(self.config))
         self._progress_written = 0.0
-        write_json(self.run_dir / CONFIG_FILE, asdict(self.config))
         started = time.time()
         end = self.config.epochs if stop_after is None else min(stop_after, self.config.epochs)
         for epoch in range(len(self.history), end):
             record = self.train_epoch(epoch, started)
             self.history.append(record)
-            if is_snapshot_epoch(epoch + 1, self.config.epochs):  # before last.pt: a resume redoes the epoch if lost
-                save_snapshot(self.run_dir, epoch + 1, self.model)
-            state = self.state()
-            checkpoints.save_checkpoint(state, self.run_dir / LAST)
-            if record["val_acc"] > self.best_val_acc:
-                self.best_val_acc = record["val_acc"]
-                checkpoints.save_checkpoint(state, self.run_dir / BEST)
-            write_json(self.run_dir / HISTORY_FILE, self.history)
-            self._report(epoch, self.steps_per_epoch, self.steps_per_epoch, started, time.time(),
-                         record["train_loss"], record["train_acc"], record=record)
+            if main:
+                self._save_epoch(epoch, record, started)
+            self.best_val_acc = max(self.best_val_acc, record["val_acc"])
+        distributed.write_weights_digest(self.model, self.world)
         return self.history
+
+    def _save_epoch(self, epoch: int, record: dict, started: float) -> None:
+        """Write the run's files after `epoch` (0-based): snapshot, last.pt, best.pt, history and progress."""
+        if is_snapshot_epoch(epoch + 1, self.config.epochs):  # before last.pt: a resume redoes the epoch if lost
+            save_snapshot(self.run_dir, epoch + 1, self.model)
+        state = self.state()
+        checkpoints.save_checkpoint(state, self.run_dir / LAST)
+        if record["val_acc"] > self.best_val_acc:
+            checkpoints.save_checkpoint(state, self.run_dir / BEST)
+        write_json(self.run_dir / HISTORY_FILE, self.history)
+        self._report(epoch, self.steps_per_epoch, self.steps_per_epoch, started, time.time(),
+                     record["train_loss"], record["train_acc"], record=record)
 
 
 def new_run(config: TrainConfig, run_dir, *, dataset: FerDataset | None = None, on_progress=None) -> Trainer:
