@@ -21,7 +21,8 @@ def start_new_run(name: str, config) -> None:
     run_dir = jobs.safe_run_dir(settings.runs_root(), name)
     if not jobs.is_running(run_dir) and can_resume(run_dir):
         raise jobs.JobError(f"a run named {name!r} already exists: resume it on the right, or choose another name")
-    jobs.start_training(run_dir, config, threads=settings.JOB_THREADS)
+    jobs.start_training(run_dir, config, threads=settings.JOB_THREADS,
+                        processes=st.session_state.get(train_form.PROCESSES_KEY, 1))
     st.session_state[keys.TRAIN_RUN] = str(run_dir)
 
 
@@ -91,6 +92,9 @@ def new_run_form() -> None:
         c2.number_input("Seed", 0, 2**31 - 1, key=k["seed"], help=help_text("seed"))
         c1.selectbox("Precision", choices("precision"), key=k["precision"], help=help_text("precision"))
         c2.caption(train_form.auto_precision_note())
+        if gpus := train_form.process_choices():  # asked only where there are several GPUs
+            c1.selectbox("GPUs", gpus, key=train_form.PROCESSES_KEY,
+                         help="Processes, one per GPU, started by torchrun; the batch size is split over them")
         submitted = st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:")
     if submitted:
         with shown_errors("start the run"):

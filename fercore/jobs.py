@@ -1,9 +1,10 @@
 """Training runs as background processes, visible to every viewer of a run folder.
 
-A job is `python -m fercore train|resume ...` started detached, with its output in `train.log`. The run folder's
-`job.lock` is locked with flock by whoever starts the job and handed to the child process, which holds it for its
-whole life: the kernel drops the lock when the process ends, however it ends, so a killed trainer never leaves
-a stale lock, and a second start on the same folder (from any tab or process) is refused at once.
+A job is `python -m fercore train|resume ...` started detached (through torchrun when it trains on several local
+GPUs), with its output in `train.log`. The run folder's `job.lock` is locked with flock by whoever starts the job
+and handed to the child process, which holds it for its whole life: the kernel drops the lock when the process
+ends, however it ends, so a killed trainer never leaves a stale lock, and a second start on the same folder (from
+any tab or process) is refused at once.
 """
 
 from __future__ import annotations
@@ -61,18 +62,29 @@ def is_running(run_dir) -> bool:
     return False
 
 
-def start(run_dir, command: str, args: list[str], threads: int = 1) -> int:
+def command_line(command: str, args: list[str], processes: int = 1) -> list[str]:
+    """The job's command: `python -m fercore <command> ARGS --quiet`, or with `processes` > 1 the same module under
+    torchrun on this machine (--standalone picks a free rendezvous port, so several jobs can run at once)."""
+    if processes > 1:
+        launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    else:
+        launcher = []
+    return [sys.executable, *launcher, "-m", "fercore", command, *args, "--quiet"]
+
+
+def start(run_dir, command: str, args: list[str], threads: int = 1, processes: int = 1) -> int:
     """Start `python -m fercore <command> ...` for `run_dir` in the background and return its pid.
 
     `threads` is the trainer's torch thread count (args must say the same): 1 on a 2-core machine leaves a core
-    for the app.
+    for the app. `processes` > 1 trains on that many local GPUs through torchrun (its pid is returned; stopping it
+    stops its workers).
     """
     run_dir = Path(run_dir)
     fd = _try_lock(run_dir)
     if fd is None:
         raise JobError(f"{run_dir.name} is already training (started {started_at(run_dir)}): stop it first")
     try:
-        argv = [sys.executable, "-m", "fercore", command, *args, "--quiet"]
+        argv = command_line(command, args, processes)
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
                "PYTHONUNBUFFERED": "1", "OMP_WAIT_POLICY": "passive"}  # no spinning next to the app
         (run_dir / PROGRESS_FILE).unlink(missing_ok=True)
@@ -99,17 +111,19 @@ def _lower_priority(pid: int) -> None:
         pass
 
 
-def start_training(run_dir, config: TrainConfig, threads: int = 1) -> int:
-    """A new run of `config` in `run_dir`, with `threads` torch threads whatever config.threads says."""
+def start_training(run_dir, config: TrainConfig, threads: int = 1, processes: int = 1) -> int:
+    """A new run of `config` in `run_dir`, with `threads` torch threads whatever config.threads says, on
+    `processes` local GPUs (1: one process, on what config.device says)."""
     args = config_argv(replace(config, threads=threads))
-    return start(run_dir, "train", [*args, "--out", str(run_dir)], threads)
+    return start(run_dir, "train", [*args, "--out", str(run_dir)], threads, processes)
 
 
-def start_resume(run_dir, epochs: int | None = None, threads: int = 1, data: str | None = None) -> int:
+def start_resume(run_dir, epochs: int | None = None, threads: int = 1, data: str | None = None,
+                 processes: int = 1) -> int:
     """Continue `run_dir` up to `epochs` in total; `data` where the run's data now lives, if it moved."""
     args = [str(run_dir), "--threads", str(threads)] + (["--epochs", str(epochs)] if epochs else []) \
         + (["--data", data] if data else [])
-    return start(run_dir, "resume", args, threads)
+    return start(run_dir, "resume", args, threads, processes)
 
 
 def stop(run_dir, timeout: float = 10.0) -> bool:

@@ -39,6 +39,7 @@ FORM_KEYS = {"model": "w_train_model", "epochs": "w_train_epochs", "batch_size":
              "schedule": "w_train_schedule", "weight_decay": "w_train_wd", "label_smoothing": "w_train_smoothing",
              "normalize": "w_train_normalize", "balance": "w_train_balance", "augment": "w_train_augment",
              "seed": "w_train_seed", "precision": "w_train_precision"}
+PROCESSES_KEY = "w_train_processes"  # how many local GPUs a new run trains on (asked only with 2 or more)
 
 
 def form_values(config: TrainConfig) -> dict:
@@ -110,3 +111,12 @@ def failure_line(log_tail: str) -> str | None:
         if line.startswith("error:") or "Error" in line.split(":")[0]:
             return line
     return None
+
+
+def process_choices() -> list[int]:
+    """How many processes a new run may train with: 1 up to this computer's CUDA devices, or [] with fewer than 2
+    (then the form does not ask). With N > 1 the run starts under torchrun, one process per GPU."""
+    from fercore.distributed import cuda_device_count
+
+    gpus = cuda_device_count()
+    return list(range(1, gpus + 1)) if gpus > 1 else []
