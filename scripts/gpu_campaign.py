@@ -1,23 +1,27 @@
 """One GPU session that trains the candidates for the most accurate checkpoint, hw3 and the question-2 table.
 
-It was rehearsed on a CPU (`run --smoke`) but has not run on a GPU yet: none was lent when it was to run.
+Every run trains at once on the one GPU, each a plain `python -m fercore train ...` command (printed in the log and
+kept in its config.json, so each can be reproduced on any machine without this script): hw3 with the homework's
+recipe, fernet and two fernet_wide recipes (one-cycle), and the rows of question 2 (scripts/question2.py). They run
+with `--precision auto`, which on a GPU with bf16 (Ampere and later) means bf16 autocast with fp32 weights and
+Adam state (fercore.precision decides, and the first line of each run's log says what it chose); channels_last
+and cudnn.benchmark are the trainer's own on CUDA, and the data stays on the device. The script only decides how
+many epochs the one-cycle runs get: it starts them, times their second epoch while everything runs at once, and
+restarts them with as many epochs as fit before the deadline. Then it evaluates question 2's rows on PrivateTest
+and bundles every run's small files with the weights worth keeping.
 
-A lent GPU machine takes at most 64 MiB of files and gives back at most 8 files of 16 MiB, and its time is short
-(one command of under 10 minutes). So this script has three steps:
+A GPU machine that takes at most 64 MiB of files and gives back a few files of under 16 MiB, for one command of
+under 10 minutes, is enough. So there are three steps:
 
     python scripts/gpu_campaign.py pack .gpu                 # here: fer2013.npz -> a PNG mosaic + labels (58 MB)
-    python scripts/gpu_campaign.py run .gpu --out $OUT       # there: every run at once, until the deadline
+    python scripts/gpu_campaign.py run .gpu --out $OUT --train-seconds 465   # there: every run at once
     python scripts/gpu_campaign.py unpack-results $OUT runs/gpu   # here: the runs, ready for ship_checkpoint.py
 
-The device takes the repository's files plus `.gpu` (ignored through .git/info/exclude), 64 MiB in all: move the
-large tracked files (data/fer2013_test.npz, checkpoints/*/last.pt; the runs do not need them) out of the tree for the
-call, and back afterwards. Then, on the device: `python3 scripts/gpu_campaign.py run .gpu --out $OUT
---train-seconds 465` with `.gpu` carried and a timeout of about 580 s.
-
-Every run is a plain `python -m fercore train ...` command (printed in the log and kept in each run's
-config.json), so each can be reproduced on any machine without this script. The script only decides how many
-epochs the one-cycle runs get: it starts them, times their second epoch while everything runs at once, and
-restarts them with as many epochs as fit before the deadline.
+`.gpu` travels with the repository's files (keep it out of git, e.g. in .git/info/exclude), 64 MiB in all: move
+the large tracked files (data/fer2013_test.npz, checkpoints/*/last.pt; the runs do not need them) out of the tree
+for the call, and back afterwards; give the run a timeout of about 580 s. `run --smoke` rehearses the whole session
+on a CPU (96 images per split, question 2 at 2 epochs; on 2 cores its ten runs need about 300 s to start and
+finish an epoch or two): `python scripts/gpu_campaign.py run .gpu --out /tmp/out --smoke --train-seconds 300`.
 """
 
 from __future__ import annotations
@@ -54,7 +58,8 @@ Q2_EPOCHS = 20
 
 def runs(data: str, device: str = "cuda", q2_epochs: int = Q2_EPOCHS) -> dict[str, dict]:
     """name -> {"args": fercore train arguments, "fit": True when its epochs are fitted to the deadline}."""
-    common = ["--data", data, "--device", device, "--threads", "1", "--quiet"]
+    # auto: bf16 autocast where the GPU supports it (fercore.precision), fp32 elsewhere
+    common = ["--data", data, "--device", device, "--precision", "auto", "--threads", "1", "--quiet"]
     onecycle = ["--schedule", "onecycle", "--label-smoothing", "0.1"]
     table = {
         # The homework's recipe as it was: Adam 1e-3 constant, batch 128, /255, BatchNorm, its augmentation,
@@ -183,13 +188,15 @@ def campaign(pack_folder: Path, out: Path, train_seconds: float, smoke: bool = F
 
 def bundle(jobs: dict[str, Job], work: Path, out: Path, log) -> None:
     """One tar of every run's small files, the shipped candidates' checkpoints without Adam's moments (the best
-    fernet_wide only), cut into parts that fit the way back."""
+    fernet_wide only), cut into parts that fit the way back. The runs' snapshots stay behind."""
     widest = max(("wide_a", "wide_b"), key=lambda n: (jobs[n].history() or [{"val_acc": -1}])[-1]["val_acc"])
     keep_weights = {"hw3/last.pt", "hw3/best.pt", "fernet/last.pt", f"{widest}/last.pt"}  # one-cycle: the last
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         for name, job in jobs.items():
             for path in sorted(job.folder.glob("*")):
+                if path.is_dir():  # the snapshots folder: a long run's would not fit the way back
+                    continue
                 if path.suffix != ".pt":
                     tar.add(path, arcname=f"{name}/{path.name}")
                 elif f"{name}/{path.name}" in keep_weights:
