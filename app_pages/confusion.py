@@ -12,6 +12,7 @@ data = guards.need_data(selection, labels=True)
 
 from fercore import render  # noqa: E402 -- after the first paint
 from fercore.compare import csv_text  # noqa: E402
+from fercore.evaluation import MEAN_SALIENCY_LIMIT  # noqa: E402
 from fercore.ferplus import describe_votes  # noqa: E402
 from fercore.labels import CLASS_NAMES  # noqa: E402
 from fercore.report import most_confused  # noqa: E402
@@ -125,7 +126,7 @@ def means_section(selection, true: int, pred: int, tta: bool) -> None:
     c1.image(render.upscale(face, 3), caption="mean face")
     c2.image(render.upscale(render.heatmap(saliency), 3), caption="mean saliency")
     c3.image(render.upscale(render.overlay(face, saliency), 3), caption="overlay")
-    st.caption(f"Saliency: vanilla gradient of the predicted class, mean over the {analysis.MEAN_SALIENCY_LIMIT} "
+    st.caption(f"Saliency: vanilla gradient of the predicted class, mean over the {MEAN_SALIENCY_LIMIT} "
                "most confident faces at most.")
 
 

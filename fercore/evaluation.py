@@ -297,10 +297,18 @@ def predict_probabilities(model: nn.Module, normalizer: Callable, pixels: np.nda
 # ----------------------------------------------------------------------------------------------------------------
 # Disk cache
 
-def cache_meta(model_key: str, fingerprint: str, split: str | None, tta: bool) -> dict:
+def cache_meta(model_key: str, fingerprint: str, split: str | None, tta: bool, computed_in: str = "fp32") -> dict:
     """What a cached result is valid for; stored in the file and checked on every read."""
-    return {"format": CACHE_FORMAT, "model_key": str(model_key), "data": fingerprint, "split": split,
+    meta = {"format": CACHE_FORMAT, "model_key": str(model_key), "data": fingerprint, "split": split,
             "tta": bool(tta)}
+    if computed_in != "fp32":  # fp32 results keep the cache files they had before precision was a choice
+        meta["precision"] = computed_in
+    return meta
+
+
+def result_meta(result: Evaluation) -> dict:
+    """The cache meta an evaluation was (or would be) stored under."""
+    return cache_meta(result.model_key, result.data_fingerprint, result.split, result.tta, result.computed_in)
 
 
 def _valid_probabilities(n_rows: int):
@@ -347,9 +355,7 @@ def evaluate(model: nn.Module, normalizer: Callable, dataset, *, split=None, tta
     if cache_key is None:
         arrays, from_cache = compute(), False
     else:
-        meta = cache_meta(cache_key, fingerprint, split_name, tta)
-        if computes_in != "fp32":  # fp32 results keep the cache files they had before precision was a choice
-            meta["precision"] = computes_in
+        meta = cache_meta(cache_key, fingerprint, split_name, tta, computes_in)
         arrays, from_cache = disk_cache.get_or_compute(meta, compute, cache_dir, _valid_probabilities(len(rows)))
     probs, seconds = arrays["probabilities"], float(arrays.get("seconds", 0.0))
     return Evaluation(probs, probs.argmax(1).astype(np.int64), seconds=seconds, from_cache=from_cache, **common)

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fercore.filters.transforms import gaussian_blur as _blur
+from fercore import disk_cache
 from fercore.analysis_mode import analysis_mode
 from fercore.models import conv_layers, summary
 
@@ -463,6 +464,32 @@ def explain_faces(loaded, pixels, method: str = DEFAULT_METHOD, target: TargetLi
     if "baseline" in options:
         options["baseline"] = baseline_for(loaded, options["baseline"])
     return explain(loaded.model, loaded.preprocess(faces), method, target, **options)
+
+
+FIRST_VIEWS_FORMAT = "fercore-first-views/1"
+FIRST_VIEWS_BATCH = 256  # faces per forward and backward pass: activations of a few hundred faces fit in cache
+
+
+def first_views_meta(model_key: str, data_fingerprint: str) -> dict:
+    """What a data set's cached first views (first_views) are valid for."""
+    return {"format": FIRST_VIEWS_FORMAT, "model_key": str(model_key), "data": data_fingerprint,
+            "method": DEFAULT_METHOD}
+
+
+def first_views(loaded, dataset, cache_dir=None) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities float32 (N, C), saliency float32 (N, 48, 48)): explain_faces at its defaults (the vanilla
+    gradient of the predicted class) for every face of a FerDataset, what the Confusion page's quick look and the
+    Inspect page show first. Cached on disk (fercore.disk_cache) under the model's key and the data's
+    fingerprint, so a precomputed lesson answers those clicks by reading."""
+    def compute() -> dict:
+        pixels = np.asarray(dataset.pixels)
+        parts = [explain_faces(loaded, pixels[start:start + FIRST_VIEWS_BATCH])
+                 for start in range(0, len(pixels), FIRST_VIEWS_BATCH)]
+        return {"probabilities": np.concatenate([p for p, _ in parts]),
+                "saliency": np.concatenate([m for _, m in parts])}
+
+    arrays, _ = disk_cache.get_or_compute(first_views_meta(loaded.key, dataset.fingerprint()), compute, cache_dir)
+    return arrays["probabilities"], arrays["saliency"]
 
 
 # ----------------------------------------------------------------------------------------------------------------

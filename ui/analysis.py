@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import streamlit as st
 
+from fercore import disk_cache
 from ui import loaders
 from ui.compute import computing, model_lock, shared_results, use_app_threads
 from ui.sidebar import Selection
@@ -76,14 +77,40 @@ def face_analysis(loaded, pixels: np.ndarray, method: str, target: Target,
     return probabilities[0], saliency[0]
 
 
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _first_views(selection: Selection) -> tuple[np.ndarray, np.ndarray]:
+    """fercore.saliency.first_views of the split when a precomputed lesson left them on disk; LookupError when
+    not (not cached, so a lesson precomputed while the server runs is found at the next click)."""
+    from fercore.saliency import first_views_meta
+
+    loaded, data = _loaded(selection), _images(selection)
+    arrays = disk_cache.read(first_views_meta(loaded.key, data.fingerprint()))
+    if arrays is None or arrays["saliency"].shape != (len(data), 48, 48):
+        raise LookupError("no precomputed first views")
+    return arrays["probabilities"], arrays["saliency"]
+
+
+def _is_first_view(method: str, target: Target, options: dict) -> bool:
+    from fercore.saliency import DEFAULT_METHOD, Target
+
+    return method == DEFAULT_METHOD and target == Target.predicted() and not options
+
+
 @st.cache_data(show_spinner=False, max_entries=256)
 def image_analysis(selection: Selection, index: int, method: str, target: Target, options: dict) -> ImageAnalysis:
-    """One image's saliency map (fercore.saliency), class probabilities and FER+ votes."""
+    """One image's saliency map (fercore.saliency), class probabilities and FER+ votes; a face's first view
+    (the vanilla gradient of the predicted class) is read from a precomputed lesson when there is one."""
     data = _images(selection)
     index = _face_index(data, index)
     label = None if data.labels is None else int(data.labels[index])
-    probabilities, saliency = face_analysis(_loaded(selection), data.pixels[index], method,
-                                            target.with_labels(label), options)
+    try:
+        if not _is_first_view(method, target, options):
+            raise LookupError(method)
+        all_probabilities, all_saliency = _first_views(selection)
+        probabilities, saliency = all_probabilities[index], all_saliency[index]
+    except LookupError:
+        probabilities, saliency = face_analysis(_loaded(selection), data.pixels[index], method,
+                                                target.with_labels(label), options)
     votes = None if data.ferplus_votes is None else data.ferplus_votes[index]
     return ImageAnalysis(data.pixels[index], saliency, probabilities, label, votes, str(data.ids[index]))
 
@@ -133,16 +160,35 @@ def filter_key(selection: Selection, layer: str, filters: tuple | None, params: 
     return ("filters", *selection.model_identity(), layer, filters, tuple(sorted(params.items())))
 
 
+def _filters_meta(selection: Selection, layer: str, filters: tuple | None, params: dict) -> dict:
+    from fercore.filters import filters_meta
+
+    loaded = _loaded(selection)
+    with model_lock(loaded):
+        return filters_meta(loaded.model, layer, filters, model_key=loaded.key, value_range=input_range(selection),
+                            **params)
+
+
 def cached_filters(selection: Selection, layer: str, filters: tuple | None, params: dict):
-    """The gradient-ascent result if some session computed it already, else None (never computes)."""
-    return shared_results().peek(filter_key(selection, layer, filters, params))
+    """The gradient-ascent result if some session, another server or a precomputed lesson computed it already
+    (this server's memory, then the disk cache), else None (never computes)."""
+    from fercore.filters import stored_filters
+
+    key = filter_key(selection, layer, filters, params)
+    found = shared_results().peek(key)
+    if found is None:
+        found = stored_filters(_filters_meta(selection, layer, filters, params))
+        if found is not None:
+            shared_results().get(key, lambda report: found)
+    return found
 
 
 def visualize_filters(selection: Selection, layer: str, filters: tuple | None, params: dict, on_progress=None):
-    """fercore.filters.visualize_filters, computed once per server for these settings (other sessions asking
-    meanwhile follow the same progress). Runs on a private copy of the model: it hooks into modules for seconds,
-    and saliency clicks on the shared model must not wait for it or see its hooks."""
-    from fercore.filters import visualize_filters as ascend
+    """fercore.filters.cached_visualize_filters, computed once per cache folder for these settings (other
+    sessions asking meanwhile follow the same progress; another server waits on the disk entry's lock). Runs on a
+    private copy of the model: it hooks into modules for seconds, and saliency clicks on the shared model must not
+    wait for it or see its hooks."""
+    from fercore.filters import cached_visualize_filters as ascend
 
     def compute(report):
         loaded = _loaded(selection)
@@ -152,7 +198,8 @@ def visualize_filters(selection: Selection, layer: str, filters: tuple | None, p
         steps = params["steps"]
         report(0.0, f"0 / {steps} steps")
         with computing(f"filters of {layer} ({len(filters) if filters else 'all'}, {steps} steps)"):
-            return ascend(model, layer, list(filters) if filters else None, value_range=input_range(selection),
+            return ascend(model, layer, list(filters) if filters else None, model_key=loaded.key,
+                          value_range=input_range(selection),
                           progress=lambda step, total: report(step / total, f"{step} / {total} steps"), **params)
 
     return shared_results().get(filter_key(selection, layer, filters, params), compute, on_progress)
@@ -171,19 +218,18 @@ def layer_outputs(selection: Selection, layer: str, index: int) -> np.ndarray:
 
 @st.cache_resource(show_spinner=False, max_entries=32)
 def top_activating(selection: Selection, layer: str, filter_index: int, k: int):
-    """fercore.filters.top_activating over the whole split (cached per server)."""
-    from fercore.filters import top_activating as top
+    """fercore.filters.cached_top_activating over the whole split (on disk for the whole layer, per server in
+    memory)."""
+    from fercore.filters import cached_top_activating as top
 
     loaded, data = _loaded(selection), _images(selection)
     use_app_threads()
     with model_lock(loaded), computing(f"top activating images of {layer} filter {filter_index}"):
-        return top(loaded.model, loaded.preprocess(data.pixels), layer, filter_index, k=k)
+        return top(loaded.model, loaded.preprocess(data.pixels), layer, filter_index, k, model_key=loaded.key,
+                   data_fingerprint=data.fingerprint())
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
-
-MEAN_SALIENCY_LIMIT = 128  # the cell's most confident images in its mean saliency (a backward pass each)
-
 
 @st.cache_resource(show_spinner=False, max_entries=16)
 def evaluation(selection: Selection, tta: bool):
@@ -214,19 +260,18 @@ def cell_images(selection: Selection, true: int, pred: int, tta: bool = False):
 
 @st.cache_resource(show_spinner=False, max_entries=64)
 def cell_means(selection: Selection, true: int, pred: int, tta: bool):
-    """(mean face float32 0..255, mean vanilla-gradient saliency of its most confident images) of the cell, or
-    (None, None) when it is empty."""
-    from fercore.evaluation import cell_mean_face, cell_mean_saliency
+    """fercore.evaluation.cell_means (mean face float32 0..255, mean vanilla-gradient saliency of its most
+    confident images) of the cell, or (None, None) when it is empty: read from the disk cache when a lesson or
+    another server computed it."""
+    from fercore import disk_cache as cache
+    from fercore.evaluation import MEAN_SALIENCY_LIMIT, cell_means as means, cell_means_meta
 
     loaded, data, result = _loaded(selection), _images(selection), evaluation(selection, tta)
-    face = cell_mean_face(result, data, true, pred)
-    if face is None:
-        return None, None
+    cached = cache.is_cached(cell_means_meta(result, true, pred, MEAN_SALIENCY_LIMIT))
     use_app_threads()
-    with model_lock(loaded), computing(f"mean face and saliency of cell ({true}, {pred})"):
-        saliency = cell_mean_saliency(result, loaded.model, loaded.normalizer, data, true, pred,
-                                      limit=MEAN_SALIENCY_LIMIT)
-    return face, saliency
+    with model_lock(loaded), computing(f"mean face and saliency of cell ({true}, {pred})"
+                                       + (" (read from the disk cache)" if cached else "")):
+        return means(result, loaded.model, loaded.normalizer, data, true, pred)
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)

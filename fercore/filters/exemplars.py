@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fercore import disk_cache
 from fercore.analysis_mode import analysis_mode
 
 from .tracing import (IMAGE_SHAPE, LayerRef, LayerSite, _chunks, _filter_indices, filter_response,
@@ -104,19 +105,76 @@ def top_activating(model: nn.Module, images: torch.Tensor, layer: LayerRef, filt
     Only that one filter of the layer is computed, on the model's own modules (so scores are exactly the layer's
     values). batch_size None: cache-sized batches.
     """
+    return _top_activating(model, images, layer, [filter], k, batch_size, stage)[0]
+
+
+def top_activating_layer(model: nn.Module, images: torch.Tensor, layer: LayerRef, k: int = 9,
+                         batch_size: int | None = None, stage: str = "pre_relu") -> list[TopActivations]:
+    """top_activating for every filter of the layer (filter f at [f]), in one pass over the images."""
+    return _top_activating(model, images, layer, None, k, batch_size, stage)
+
+
+def _top_activating(model, images, layer, filters, k, batch_size, stage) -> list[TopActivations]:
     images = torch.as_tensor(images, dtype=torch.float32)
     site = find_layer(model, layer, tuple(images.shape[1:]))
-    filters = _filter_indices(site, [filter])
+    filters = _filter_indices(site, filters)
     images = images.contiguous(memory_format=torch.channels_last)
+    peaks, flat_positions = [], []
+    # Chunks sized by the larger of the prefix and the chosen filters' maps: a whole layer's maps can be the bigger.
+    per_image = max(site.prefix_numel, len(filters) * site.output_hw[0] * site.output_hw[1])
     with analysis_mode(model), torch.no_grad():
-        maps = torch.cat([filter_response(site, run_until(model, images[rows], site.conv, before=True), filters, stage)
-                          for rows in _chunks(len(images), site.prefix_numel, batch_size)])[:, 0]
-    peaks, flat_positions = maps.flatten(1).max(dim=1)
-    scores, indices = torch.topk(peaks, min(k, len(peaks)))
-    width = maps.shape[-1]
-    positions = torch.stack([flat_positions[indices] // width, flat_positions[indices] % width], dim=1)
+        for rows in _chunks(len(images), per_image, batch_size):
+            maps = filter_response(site, run_until(model, images[rows], site.conv, before=True), filters, stage)
+            chunk_peaks, chunk_positions = maps.flatten(2).max(dim=2)  # (B, F): each image's peak per filter
+            peaks.append(chunk_peaks)
+            flat_positions.append(chunk_positions)
+            width = maps.shape[-1]
+    peaks, flat_positions = torch.cat(peaks), torch.cat(flat_positions)
     field = receptive_field(model, site.conv, tuple(images.shape[1:]))
-    regions = [field.region(int(r), int(c), tuple(images.shape[-2:])) for r, c in positions]
-    return TopActivations(indices=indices.numpy(), scores=scores.numpy().astype(np.float32),
-                          positions=positions.numpy(), regions=np.array(regions, dtype=np.int64).reshape(-1, 4),
-                          receptive_field=field, layer=site.name, filter=int(filters[0]), stage=stage)
+    found = []
+    for column, filter_index in enumerate(filters.tolist()):
+        scores, indices = torch.topk(peaks[:, column], min(k, len(peaks)))
+        at = flat_positions[indices, column]
+        positions = torch.stack([at // width, at % width], dim=1)
+        regions = [field.region(int(r), int(c), tuple(images.shape[-2:])) for r, c in positions]
+        found.append(TopActivations(indices=indices.numpy(), scores=scores.numpy().astype(np.float32),
+                                    positions=positions.numpy(),
+                                    regions=np.array(regions, dtype=np.int64).reshape(-1, 4),
+                                    receptive_field=field, layer=site.name, filter=int(filter_index), stage=stage))
+    return found
+
+
+# ------------------------------------------------------------------------------------------ cached on disk
+
+TOP_FORMAT = "fercore-top-activating/1"
+
+
+def top_activating_meta(model_key: str, data_fingerprint: str, layer: str, k: int, stage: str) -> dict:
+    """What a layer's cached top images are valid for (layer: its name, as find_layer has it)."""
+    return {"format": TOP_FORMAT, "model_key": str(model_key), "data": data_fingerprint, "layer": layer, "k": int(k),
+            "stage": stage}
+
+
+def cached_top_activating(model: nn.Module, images: torch.Tensor, layer: LayerRef, filter: int, k: int = 9, *,
+                          model_key: str, data_fingerprint: str, stage: str = "pre_relu",
+                          cache_dir=None) -> TopActivations:
+    """top_activating of one filter, read from (or first computed into) the disk cache entry of its whole layer
+    (top_activating_layer, fercore.disk_cache), so a lesson precomputes every filter at once and any server on the
+    same cache folder reads it. images must be the faces of `data_fingerprint`, preprocessed for `model_key`."""
+    images = torch.as_tensor(images, dtype=torch.float32)
+    site = find_layer(model, layer, tuple(images.shape[1:]))
+    meta = top_activating_meta(model_key, data_fingerprint, site.name, k, stage)
+    arrays, _ = disk_cache.get_or_compute(meta, lambda: _layer_arrays(
+        top_activating_layer(model, images, site.conv, k, stage=stage)), cache_dir)
+    index = int(_filter_indices(site, [filter])[0])
+    field = ReceptiveField(*(tuple(int(v) for v in arrays["field"][row]) for row in range(3)))
+    return TopActivations(indices=arrays["indices"][index], scores=arrays["scores"][index],
+                          positions=arrays["positions"][index], regions=arrays["regions"][index],
+                          receptive_field=field, layer=site.name, filter=index, stage=stage)
+
+
+def _layer_arrays(found: list[TopActivations]) -> dict:
+    field = found[0].receptive_field
+    return {"indices": np.stack([t.indices for t in found]), "scores": np.stack([t.scores for t in found]),
+            "positions": np.stack([t.positions for t in found]), "regions": np.stack([t.regions for t in found]),
+            "field": np.array([field.size, field.stride, field.offset], dtype=np.int64)}

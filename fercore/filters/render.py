@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fercore import disk_cache
 from fercore.analysis_mode import analysis_mode
 
 from . import objectives, params, transforms
@@ -112,6 +113,57 @@ def visualize_filters(model: nn.Module, layer: LayerRef, filters: Sequence[int] 
     jitter_pixels, scales = settings.pop("jitter"), settings.pop("scales")
     return render_vis(model, layer, filters, transform=transforms.standard(jitter_pixels, scales), seed=seed,
                       start=start, value_range=value_range, progress=progress, **settings)
+
+
+FILTERS_FORMAT = "fercore-filters/1"
+_SETTING_NAMES = tuple(AscentSettings.__dataclass_fields__)
+
+
+def filters_meta(model: nn.Module, layer: LayerRef, filters: Sequence[int] | None = None, *, model_key: str,
+                 value_range: tuple[float, float] = (0.0, 1.0), seed: int = DEFAULT_SEED, **settings) -> dict:
+    """What a cached visualize_filters result is valid for: the model, the layer, the filters and every setting as
+    visualize_filters resolves it (so the page's explicit defaults and a call with none share one entry)."""
+    site = find_layer(model, layer)
+    given = {name: value for name, value in settings.items() if value is not None}
+    unknown = set(given) - set(_SETTING_NAMES)
+    if unknown:
+        raise ValueError(f"unknown gradient-ascent settings: {', '.join(sorted(unknown))}")
+    resolved = {**(default_settings(model, layer) if len(given) < len(_SETTING_NAMES) else {}), **given}
+    resolved["scales"] = [float(v) for v in resolved["scales"]]
+    return {"format": FILTERS_FORMAT, "model_key": str(model_key), "layer": site.name,
+            "filters": None if filters is None else [int(f) for f in filters], "seed": int(seed),
+            "value_range": [float(v) for v in value_range], "settings": resolved}
+
+
+def stored_filters(meta: dict, cache_dir=None) -> FilterVisualization | None:
+    """The cached result for `meta` (filters_meta), or None when nothing computed it yet (never computes)."""
+    arrays = disk_cache.read(meta, cache_dir)
+    return None if arrays is None else _from_arrays(meta, arrays)
+
+
+def cached_visualize_filters(model: nn.Module, layer: LayerRef, filters: Sequence[int] | None = None, *,
+                             model_key: str, value_range: tuple[float, float] = (0.0, 1.0),
+                             seed: int = DEFAULT_SEED, progress: OnStep | None = None, cache_dir=None,
+                             **settings) -> FilterVisualization:
+    """visualize_filters, read from (or first computed into) the disk cache (fercore.disk_cache) under the model's
+    key (LoadedModel.key): once per cache folder, whichever server or precompute asks first."""
+    meta = filters_meta(model, layer, filters, model_key=model_key, value_range=value_range, seed=seed, **settings)
+
+    def compute() -> dict:
+        result = visualize_filters(model, layer, filters, value_range=value_range, seed=seed, progress=progress,
+                                   **meta["settings"])
+        return {"images": result.images, "activations": result.activations,
+                "start_activations": result.start_activations, "dead": result.dead, "filters": result.filters}
+
+    arrays, _ = disk_cache.get_or_compute(meta, compute, cache_dir)
+    return _from_arrays(meta, arrays)
+
+
+def _from_arrays(meta: dict, arrays: dict) -> FilterVisualization:
+    return FilterVisualization(images=arrays["images"], activations=arrays["activations"],
+                               start_activations=arrays["start_activations"], dead=arrays["dead"],
+                               layer=meta["layer"], filters=arrays["filters"], stage=meta["settings"]["stage"],
+                               value_range=tuple(meta["value_range"]), objective=meta["settings"]["objective"])
 
 
 def render_vis(model: nn.Module, layer: LayerRef, filters: Sequence[int] | None = None, *,
