@@ -169,3 +169,18 @@ def test_the_app_answers_every_click_from_the_lesson(precomputed, monkeypatch):
     assert "w_fa_render" not in {b.key for b in at.button}  # the grid is there without a Render click
     assert any(c.startswith("all ") and "filters of" in c for image in at.image for c in image.captions)
     assert any("Faces that excite filter" in s.value for s in at.subheader)
+
+
+def test_a_layers_top_faces_in_one_pass_are_each_filters_own(classroom):
+    """top_activating_layer (what the lesson stores) gives every filter what top_activating gives it alone."""
+    from fercore.filters import top_activating, top_activating_layer
+
+    loaded = load_model(classroom["checkpoint"])
+    images = loaded.preprocess(load_dataset(classroom["data"]).select_split("PrivateTest").pixels)
+    whole = top_activating_layer(loaded.model, images, "conv3", k=5)
+    assert len(whole) == conv_layers(loaded.model)["conv3"].out_channels
+    for f in (0, 7, len(whole) - 1):
+        alone = top_activating(loaded.model, images, "conv3", f, k=5)
+        np.testing.assert_array_equal(whole[f].indices, alone.indices)
+        np.testing.assert_allclose(whole[f].scores, alone.scores, rtol=1e-4, atol=1e-5)
+        np.testing.assert_array_equal(whole[f].regions, alone.regions)
