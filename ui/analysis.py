@@ -160,13 +160,19 @@ def filter_key(selection: Selection, layer: str, filters: tuple | None, params: 
     return ("filters", *selection.model_identity(), layer, filters, tuple(sorted(params.items())))
 
 
+def _every_setting(selection: Selection, layer: str, params: dict) -> dict:
+    """The page's settings completed by the layer's defaults (the ones it has no widget for), so fercore need not
+    measure the layer's receptive field again to key the result."""
+    return {**ascent_defaults(selection, layer), **params}
+
+
 def _filters_meta(selection: Selection, layer: str, filters: tuple | None, params: dict) -> dict:
     from fercore.filters import filters_meta
 
     loaded = _loaded(selection)
     with model_lock(loaded):
         return filters_meta(loaded.model, layer, filters, model_key=loaded.key, value_range=input_range(selection),
-                            **params)
+                            **_every_setting(selection, layer, params))
 
 
 def cached_filters(selection: Selection, layer: str, filters: tuple | None, params: dict):
@@ -200,7 +206,8 @@ def visualize_filters(selection: Selection, layer: str, filters: tuple | None, p
         with computing(f"filters of {layer} ({len(filters) if filters else 'all'}, {steps} steps)"):
             return ascend(model, layer, list(filters) if filters else None, model_key=loaded.key,
                           value_range=input_range(selection),
-                          progress=lambda step, total: report(step / total, f"{step} / {total} steps"), **params)
+                          progress=lambda step, total: report(step / total, f"{step} / {total} steps"),
+                          **_every_setting(selection, layer, params))
 
     return shared_results().get(filter_key(selection, layer, filters, params), compute, on_progress)
 
