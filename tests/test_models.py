@@ -112,24 +112,23 @@ def test_a_few_training_steps_lower_the_loss(name, per_class, steps):
     assert losses[-1] < 0.7 * losses[0], losses
 
 
-def test_the_antialiased_fernet_costs_what_fernet_costs_and_its_saliency_has_no_checkerboard():
-    """The blur before fernet's stride-2 first conv adds no parameter and a 48x48 blur's worth of FLOPs, and takes
-    the 2x2-periodic pattern out of the input gradients (fernet: several percent of a map's variance, already at
-    initialisation; hw3, which never strides, as little)."""
+def test_the_full_resolution_fernet_has_fernets_weights_and_its_saliency_no_checkerboard():
+    """fernet_fullres has fernet's parameters and the first conv's FLOPs four times over (at 48x48, not 24x24), and
+    no 2x2 pattern in its input gradients, where fernet's stride-2 first conv leaves one (already at
+    initialisation; hw3, which never strides a conv, as little)."""
     from fercore.saliency import checkerboard_share, gradient
 
     torch.manual_seed(0)
     faces = torch.rand(16, 1, 48, 48)
     shares = {}
-    for name in ("fernet", "fernet_antialiased", "hw3"):
+    for name in ("fernet", "fernet_fullres", "hw3"):
         torch.manual_seed(0)
-        model = build_model(name).eval()
-        shares[name] = float(checkerboard_share(gradient(model, faces)).mean())
-    fernet, antialiased = build_model("fernet"), build_model("fernet_antialiased")
-    assert sum(p.numel() for p in antialiased.parameters()) == sum(p.numel() for p in fernet.parameters())
-    assert count_flops(antialiased) == count_flops(fernet)  # the fixed blur is not a Conv2d: not counted
-    assert shares["fernet"] > 0.02 and shares["fernet_antialiased"] < 0.01, shares
-    assert shares["fernet_antialiased"] < shares["fernet"] / 5, shares
+        shares[name] = float(checkerboard_share(gradient(build_model(name).eval(), faces)).mean())
+    fernet, fullres = build_model("fernet"), build_model("fernet_fullres")
+    assert _params(fullres) == _params(fernet)
+    first_conv = 32 * 9 * 24 * 24  # fernet's conv1: 1 -> 32 channels, 3x3, at 24x24
+    assert count_flops(fullres) - count_flops(fernet) == 2 * 3 * first_conv  # multiply-adds x2, 4x the positions
+    assert shares["fernet"] > 0.02 and shares["fernet_fullres"] < shares["fernet"] / 5, shares
 
 
 def test_checkerboard_share_is_one_for_a_checkerboard_and_zero_for_a_smooth_map():
