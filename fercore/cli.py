@@ -307,3 +307,6 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted: the last finished epoch is saved in last.pt", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `python -m fercore models | head`: the reader left; say nothing more (Python's advice)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141

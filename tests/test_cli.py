@@ -37,6 +37,20 @@ def test_help_on_every_command():
         assert "usage: python -m fercore" in out and command in out
 
 
+def test_a_reader_that_leaves_early_gets_no_traceback():
+    """`python -m fercore models | head -1`: the reader has gone when fercore writes, and fercore stops quietly."""
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader left: every write to the pipe fails with EPIPE
+    try:
+        result = subprocess.run([sys.executable, "-m", "fercore", "models"], cwd=ROOT, stdout=write_end,
+                                stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert result.returncode == 141 and result.stderr == "", result.stderr
+
+
 def test_train_writes_a_run_folder_and_prints_epochs(trained_run):
     _, run, stdout = trained_run
     assert {"last.pt", "best.pt", "history.json", "config.json", "progress.json"} <= {p.name for p in run.iterdir()}
