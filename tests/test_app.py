@@ -378,8 +378,8 @@ def test_train_page_recipes_fill_the_form_and_start_exactly_their_config(env, tm
     # what the page shows first is fercore's default recipe, the class demo
     assert at.selectbox(key="w_train_recipe").value == DEFAULT_RECIPE == "demo"
     assert shown_form(at) == train_form.form_values(RECIPES["demo"].config())
-    assert form_widget(at, "w_train_model").value == "fernet" and form_widget(at, "w_train_lr").value == 3e-3
-    assert RECIPES["demo"].expect in texts(at) and "60.3%" in texts(at)
+    assert form_widget(at, "w_train_model").value == "fernet_fullres" and form_widget(at, "w_train_lr").value == 3e-3
+    assert RECIPES["demo"].expect in texts(at) and "60.7%" in texts(at)
     assert "needs your own" not in texts(at)  # this data has a Training split
     assert "auto means fp32" in texts(at) or "auto means bf16" in texts(at)
 

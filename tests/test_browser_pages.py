@@ -9,7 +9,7 @@ from browser_kit import ROOT, streamlit_server, wait_idle
 from test_browser import SHIPPED_DATA, browser, missing, shot, shipped_checkpoints  # noqa: F401 -- fixture by name
 
 ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
-PARAMETERS = {"hw3": "2,619,975 parameters", "fernet": "1,165,159 parameters"}
+PARAMETERS = {"hw3": "2,619,975 parameters", "fernet_fullres": "1,165,159 parameters"}
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +17,7 @@ def server(tmp_path_factory):
     if not SHIPPED_DATA.exists():
         missing(f"the shipped data {SHIPPED_DATA} is missing")
     if len(shipped_checkpoints()) < 2:
-        missing("the shipped checkpoints (checkpoints/hw3 and checkpoints/fernet) are missing")
+        missing("the shipped checkpoints (checkpoints/hw3 and checkpoints/fernet_fullres) are missing")
     runs = tmp_path_factory.mktemp("pages-runs")
     log = tmp_path_factory.mktemp("pages-log") / "streamlit.log"
     with streamlit_server({"FERCORE_CHECKPOINTS": str(ROOT / "checkpoints"), "FERCORE_RUNS": str(runs)}, log) as url:
@@ -67,7 +67,7 @@ def test_the_menu_lists_model_and_compare_after_filters(server, page):
         "Confusion", "Inspect", "Filters", "Model", "Compare", "Labels", "Try it", "Train"]
 
 
-@pytest.mark.parametrize("name", ["fernet", "hw3"])
+@pytest.mark.parametrize("name", ["fernet_fullres", "hw3"])
 def test_model_page_on_each_shipped_checkpoint(server, page, name):
     open_page(page, server, "/model", "Model")
     choose_checkpoint(page, name)
@@ -83,7 +83,7 @@ def test_model_page_on_each_shipped_checkpoint(server, page, name):
     shot(page, f"model_{name}")
 
 
-@pytest.mark.parametrize("name", ["fernet", "hw3"])
+@pytest.mark.parametrize("name", ["fernet_fullres", "hw3"])
 def test_compare_page_at_its_defaults(server, page, name):
     open_page(page, server, "/compare", "Compare")
     choose_checkpoint(page, name)
@@ -104,14 +104,44 @@ def test_the_model_pages_report_downloads_the_five_answers(server, page):
     from fercore.report import SECTIONS
 
     open_page(page, server, "/model", "Model")
-    choose_checkpoint(page, "fernet")
+    choose_checkpoint(page, "fernet_fullres")
     button = page.get_by_role("button", name="Report: the five questions (HTML)")
     button.wait_for(timeout=300_000)
     with page.expect_download(timeout=600_000) as download:
         button.click()
     html = open(download.value.path(), encoding="utf-8").read()
-    assert download.value.suggested_filename.startswith("report_fernet")
+    assert download.value.suggested_filename.startswith("report_fernet_fullres")
     positions = [html.index(f'id="{section}"') for section in SECTIONS]
     assert positions == sorted(positions) and len(SECTIONS) == 5
-    assert "fernet" in html and "http://" not in html and "https://" not in html
+    assert "fernet_fullres" in html and "http://" not in html and "https://" not in html
     assert_no_error(page, "Model page after the report")
+
+
+def test_the_epoch_slider_replays_the_shipped_demos_training(server, page):
+    """The shipped demo checkpoint kept snapshots: its Epoch slider, moved to epoch 1 with the keyboard as a user
+    would, shows the matrix of the model after one epoch (a lower accuracy), and back at "as saved" the checkpoint's."""
+    import time
+
+    open_page(page, server, "", "Confusion")
+    choose_checkpoint(page, "fernet_fullres")
+    main = page.get_by_test_id("stMain")
+    main.get_by_text("Per class", exact=True).wait_for(timeout=300_000)
+    saved = main.get_by_text("accuracy").first.inner_text()
+    slider = page.get_by_test_id("stSidebar").get_by_role("slider")
+    assert slider.get_attribute("aria-valuetext") == "as saved"
+    slider.focus()
+    started = time.monotonic()
+    page.keyboard.press("Home")  # the first option: epoch 1
+    page.get_by_test_id("stSidebar").get_by_text("Replaying epoch 1").wait_for(timeout=300_000)
+    main.get_by_text("Per class", exact=True).wait_for(timeout=300_000)
+    wait_idle(page, 300_000)
+    print(f"switch to epoch 1, cold: {time.monotonic() - started:.1f} s")
+    early = main.get_by_text("accuracy").first.inner_text()
+    assert early != saved and slider.get_attribute("aria-valuetext") == "1"
+    assert_no_error(page, "Confusion page at epoch 1")
+    shot(page, "confusion_fernet_fullres_epoch1")
+    page.keyboard.press("End")
+    page.get_by_test_id("stSidebar").get_by_text("Replaying epoch 1").wait_for(state="detached", timeout=300_000)
+    wait_idle(page, 300_000)
+    assert slider.get_attribute("aria-valuetext") == "as saved"
+    main.get_by_text(saved).wait_for(timeout=300_000)

@@ -65,8 +65,8 @@ def test_recipe_of_the_shipped_hw3_reads_like_the_homework():
     assert "fp32" in recipe["device and precision"]
 
 
-def test_recipe_of_the_shipped_fernet_shows_its_own_choices():
-    recipe = compare.recipe(*shipped("fernet"))
+def test_recipe_of_the_shipped_fernet_fullres_shows_its_own_choices():
+    recipe = compare.recipe(*shipped("fernet_fullres"))
     assert recipe["schedule"].startswith("one-cycle") and recipe["weight decay"] == "0.0001"
     assert recipe["label smoothing"] == "0.1" and recipe["augmentation"] == "flip 0.5, shift 0.1"
 

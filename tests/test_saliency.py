@@ -568,7 +568,7 @@ def test_explain_faces_reads_raw_faces_and_the_black_baseline():
     and predict gives explain's probabilities."""
     from fercore.checkpoints import load_model
 
-    checkpoint = ROOT / "checkpoints" / "fernet"
+    checkpoint = ROOT / "checkpoints" / "fernet_fullres"
     if not (checkpoint / "last.pt").exists():
         pytest.skip(f"needs the shipped checkpoint {checkpoint}")
     loaded = load_model(checkpoint)

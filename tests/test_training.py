@@ -141,13 +141,13 @@ def test_a_bad_setting_is_named_with_its_allowed_values(field, value, message):
     TrainConfig(device="cuda:1").validate()  # a numbered GPU is a device too
 
 
-def test_recipes_are_valid_configs_and_the_demo_is_the_shipped_fernet_recipe():
+def test_recipes_are_valid_configs_and_the_demo_is_the_shipped_fernet_fullres_recipe():
     from fercore.config import RECIPES
     from fercore.runs import run_config
 
     for recipe in RECIPES.values():
         recipe.config().validate()
-    shipped = TrainConfig.from_dict(run_config(ROOT / "checkpoints" / "fernet"))
+    shipped = TrainConfig.from_dict(run_config(ROOT / "checkpoints" / "fernet_fullres"))
     demo = RECIPES["demo"].config(data=shipped.data, threads=shipped.threads, seed=shipped.seed)
     for name in ("model", "epochs", "batch_size", "lr", "weight_decay", "schedule", "label_smoothing", "normalize",
                  "balance", "augment"):
