@@ -399,7 +399,7 @@ def test_defaults_follow_the_receptive_field(hw3, fernet):
     np.testing.assert_array_equal(given.images, default.images)
 
 
-SHIPPED = {name: Path(__file__).resolve().parent.parent / "checkpoints" / name for name in ("hw3", "fernet")}
+SHIPPED = {name: Path(__file__).resolve().parent.parent / "checkpoints" / name for name in ("hw3", "fernet_fullres")}
 
 
 @pytest.mark.parametrize("name", list(SHIPPED))
@@ -414,7 +414,12 @@ def test_a_shipped_first_layer_at_the_defaults_shows_patterns_not_bounds_or_flat
     at_bounds = ((result.images <= lo + margin) | (result.images >= hi - margin)).mean()
     spread = result.images.reshape(len(result.images), -1).std(axis=1)
     assert at_bounds < 0.2
-    assert (spread >= 0.02 * (hi - lo)).all(), f"flat images: {np.flatnonzero(spread < 0.02 * (hi - lo))}"
+    # A brightness filter (its kernel's weights mostly of one sign: fernet_fullres's filter 22) is best excited by a
+    # uniform bright face, so its honest image is flat. Any other filter must show a pattern.
+    kernels = filters.layer_kernels(loaded.model, first).reshape(len(result.images), -1)
+    brightness = np.abs(kernels.sum(1)) > 0.6 * np.abs(kernels).sum(1)
+    flat = (spread < 0.02 * (hi - lo)) & ~brightness
+    assert not flat.any(), f"flat images: {np.flatnonzero(flat)}"
     assert (result.activations[~result.dead] > result.start_activations[~result.dead]).all()
 
 

@@ -200,9 +200,10 @@ def test_only_leading_same_size_convolutions_run_around_the_patch():
     assert _local_prefix(build_model("hw3")) == (5, 2)       # conv1 bn1 relu1 conv2 relu2, then a pooling
     assert _local_prefix(build_model("hw3_nobn")) == (4, 2)
     assert _local_prefix(build_model("fernet")) == (0, 0)    # a stride-2 first conv: the whole face each time
+    assert _local_prefix(build_model("fernet_fullres")) == (3, 1)  # conv1 bn1 relu1, then a pooling
 
 
-@pytest.mark.parametrize("name", ["hw3", "fernet"])
+@pytest.mark.parametrize("name", ["hw3", "fernet", "fernet_fullres"])
 def test_the_windowed_map_equals_the_loop_on_other_architectures(name):
     """hw3 (BatchNorm in its windowed block, patches at every edge) and fernet (no windowed block), random
     weights: the same map as one forward pass per patch."""

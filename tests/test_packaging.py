@@ -1,5 +1,5 @@
 """fercore is installed (requirements.txt's `-e .`), so the scripts and benchmarks run from any folder with no
-import-path code of their own; bench_clicks, which drives the app, runs as a module from the repository root."""
+import-path code of their own; bench_clicks and bench_lecture, which drive the app, run as modules from the repository root."""
 
 import os
 import subprocess
@@ -9,7 +9,8 @@ import pytest
 
 from fixtures import ROOT
 
-AS_MODULES = {"benchmarks/bench_clicks.py"}  # imports the app's ui and tests/browser_kit, which are not installed
+# These import the app's ui or tests/browser_kit, which are not installed: they run as modules from the root.
+AS_MODULES = {"benchmarks/bench_clicks.py", "benchmarks/bench_lecture.py"}
 AS_FILES = sorted(str(p.relative_to(ROOT)) for folder in ("scripts", "benchmarks") for p in (ROOT / folder).glob("*.py")
                   if str(p.relative_to(ROOT)) not in AS_MODULES)
 
