@@ -297,7 +297,8 @@ def test_a_class_of_ten_sessions_sees_no_errors_and_shares_the_heavy_results(ser
     computed = server["log"].read_text(errors="replace")
     for what in ("evaluation on PrivateTest (tta False)", f"mean face and saliency of cell ({FEAR}, {SAD})",
                  "filters of conv1 (all"):
-        assert computed.count(f"computed {what}") == 1, (what, computed[-3000:])
+        # At most once for the whole server: an earlier test on it, or its disk cache, may have it already.
+        assert computed.count(f"computed {what}") <= 1, (what, computed[-3000:])
 
 
 SLOW_IMPORT = '''
