@@ -102,6 +102,7 @@ def time_clicks(page, url: str, repeats: int) -> dict[str, list[float]]:
             took = timed(lambda: click_cell(page, true, pred), lambda: (heading.wait_for(), wait_idle(page)))
             times[CELL_CLICK] += [took] if round_ else []
         buttons = page.get_by_role("button", name="Inspect")
+        buttons.first.wait_for()  # the gallery's cards may still be drawing when the run's indicator is gone
         face = buttons.nth(round_ % min(buttons.count(), 8))
         pictures = page.get_by_role("dialog").locator("[data-testid='stImage'] img")
         took = timed(face.click, lambda: (pictures.nth(3).wait_for(), wait_idle(page)))
