@@ -46,9 +46,10 @@ def save_snapshot(run_dir, epoch: int, model: nn.Module) -> None:
         raise CheckpointError(f"cannot write snapshot {path}: {e.strerror or e}") from None
 
 
-def _read_snapshot(path: Path) -> dict:
+def _read_snapshot(folder: Path, epoch: int) -> dict:
+    path = snapshot_path(folder, epoch)
     if not path.is_file():
-        raise CheckpointError(f"{path.parent.parent}: has no snapshot of epoch {path.stem.split('_')[-1].lstrip('0')}")
+        raise CheckpointError(f"{folder}: has no snapshot of epoch {epoch}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 -- a truncated or foreign file fails in many ways
@@ -63,10 +64,10 @@ def model_at_epoch(checkpoint, epoch: int) -> LoadedModel:
     whose key (for fercore's disk caches) is the snapshot's own."""
     loaded = load_model(checkpoint)
     folder = run_folder(checkpoint)
-    path = snapshot_path(folder, epoch)
-    state = _read_snapshot(path)
+    state = _read_snapshot(folder, epoch)
     if state.get("architecture") != architecture_signature(loaded.model):
-        raise CheckpointError(f"{path}: is a snapshot of another architecture than {loaded.path}")
+        raise CheckpointError(f"{snapshot_path(folder, epoch)}: is a snapshot of another architecture than "
+                              f"{loaded.path}")
     weights, model = state["model_state"], loaded.model
     model.load_state_dict({name: value.to(model.state_dict()[name].dtype) for name, value in weights.items()})
     digest = hashlib.sha256()
