@@ -325,7 +325,7 @@ def _valid_probabilities(n_rows: int):
 
 def evaluate(model: nn.Module, normalizer: Callable, dataset, *, split=None, tta: bool = False,
              batch_size: int = DEFAULT_BATCH_SIZE, cache_key: str | None = None, cache_dir=None,
-             threads: int | None = None, model_name: str = "", precision: str = "auto") -> Evaluation:
+             threads: int | None = None, model_name: str = "", precision: str = "fp32") -> Evaluation:
     """Evaluate `model` on a FerDataset (all rows, or one `split`: a name or code).
 
     normalizer: uint8 tensor (B, 48, 48) -> float (B, 1, 48, 48), e.g. a fercore.transforms.Normalizer.
@@ -333,7 +333,10 @@ def evaluate(model: nn.Module, normalizer: Callable, dataset, *, split=None, tta
     cache_dir (default: $FERCORE_CACHE_DIR or ~/.cache/fercore) per (key, data fingerprint, split, tta), and an
     unreadable or mismatching cache file is recomputed. Without it nothing is cached.
     threads: torch threads for this call (restored after); None keeps the current setting.
-    precision: auto, fp32 or bf16, as fercore.precision.choose_precision decides on the model's device.
+    precision: auto, fp32 or bf16, as fercore.precision.choose_precision decides on the model's device. fp32 by
+    default, so a face's probabilities here are those its saliency map (always fp32) explains: in bf16 a few
+    borderline faces change class, and the app would show them in one cell and predicted as another. The CLI's
+    `evaluate` asks for auto.
     """
     from fercore.precision import choose_precision
 
@@ -363,7 +366,7 @@ def evaluate(model: nn.Module, normalizer: Callable, dataset, *, split=None, tta
 
 def evaluate_checkpoint(loaded, dataset, *, split=None, tta: bool = False, batch_size: int = DEFAULT_BATCH_SIZE,
                         cache_dir=None, use_cache: bool = True, threads: int | None = None,
-                        precision: str = "auto") -> Evaluation:
+                        precision: str = "fp32") -> Evaluation:
     """evaluate() for a fercore.checkpoints.LoadedModel, cached under its content key."""
     return evaluate(loaded.model, loaded.normalizer, dataset, split=split, tta=tta, batch_size=batch_size,
                     cache_key=loaded.key if use_cache and loaded.key else None, cache_dir=cache_dir,

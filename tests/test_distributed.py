@@ -27,8 +27,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 # hw3_nobn: no BatchNorm, whose per-process statistics would make the two runs differ by more than rounding (the
 # CPU has no SyncBatchNorm); its dropout draws the same masks on any number of processes (distributed.ShardedDropout).
+# fp32: the tolerances below are fp32's (on a CPU with native bf16, auto would train in bf16)
 SETTINGS = ["--model", "hw3_nobn", "--batch-size", "64", "--threads", "1", "--device", "cpu", "--seed", "3",
-            "--augment", "flip=0.5,shift=0.1", "--quiet"]
+            "--precision", "fp32", "--augment", "flip=0.5,shift=0.1", "--quiet"]
 LR = 1e-3  # TrainConfig's default, which SETTINGS keep
 ADAM_EPS = 1e-8
 
@@ -78,7 +79,7 @@ def test_two_processes_agree_write_once_and_match_one_process(data, stopped, tmp
     assert saved["world_size"] == 2
 
     # One process, the same global batch of 64, one Adam step.
-    config = TrainConfig(model="hw3_nobn", epochs=2, batch_size=64, threads=1, device="cpu", seed=3,
+    config = TrainConfig(model="hw3_nobn", epochs=2, batch_size=64, threads=1, device="cpu", seed=3, precision="fp32",
                          augment={"flip": 0.5, "shift": 0.1}, data=str(data))
     single = new_run(config, tmp_path / "single", dataset=load_dataset(data, cache=False))
     single.fit(stop_after=1)

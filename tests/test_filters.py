@@ -246,8 +246,9 @@ def test_the_whole_layer_batch_equals_optimising_one_filter_alone(trained, param
     whole = filters.visualize_filters(trained, "conv2", **options)
     for f in (4, 11):
         alone = filters.visualize_filters(trained, "conv2", [f], **options)
-        # A batched FFT rounds differently from a single one: 40 steps of that stay within 1e-4.
-        np.testing.assert_allclose(alone.images[0], whole.images[f], atol=1e-4 if param == "spectral" else 1e-5)
+        # A batched FFT rounds differently from a single one, and 40 ascent steps grow that: to 1e-4 on AVX2 and
+        # 2.8e-4 (2 of 2304 pixels) on AVX-512; the tolerance still tells apart two filters, or a mixed-up batch.
+        np.testing.assert_allclose(alone.images[0], whole.images[f], atol=1e-3 if param == "spectral" else 1e-5)
         np.testing.assert_allclose(alone.activations[0], whole.activations[f], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(alone.start_activations[0], whole.start_activations[f], rtol=1e-5, atol=1e-6)
 
