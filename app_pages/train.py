@@ -5,7 +5,7 @@ from pathlib import Path
 import streamlit as st
 
 from fercore import jobs
-from fercore.config import DEFAULT_RECIPE, RECIPES
+from fercore.config import DEFAULT_RECIPE
 from fercore.runs import can_resume, copy_run, list_runs, run_config, run_history
 from ui import keys, settings, sidebar, train_form
 from ui.errors import show_error, shown_errors
@@ -40,16 +40,19 @@ def check_data(choice) -> bool:
 
 def fill_form() -> None:
     """Show the chosen recipe's settings in the form."""
-    st.session_state.update(train_form.form_values(RECIPES[st.session_state[RECIPE_KEY]].config()))
+    st.session_state.update(train_form.form_values(train_form.recipes()[st.session_state[RECIPE_KEY]].config()))
 
 
 def recipe_picker() -> None:
     if RECIPE_KEY not in st.session_state or train_form.FORM_KEYS["model"] not in st.session_state:
         st.session_state.setdefault(RECIPE_KEY, DEFAULT_RECIPE)
         fill_form()
-    recipe = st.selectbox("Recipe", list(RECIPES), key=RECIPE_KEY, format_func=lambda k: RECIPES[k].label,
+    recipes = train_form.recipes()
+    recipe = st.selectbox("Recipe", list(recipes), key=RECIPE_KEY, format_func=lambda k: recipes[k].label,
                           on_change=fill_form, help="Fills the form below; change any field after.")
-    st.caption(RECIPES[recipe].expect)
+    st.caption(f"{recipes[recipe].expect} Times are for 2 threads, as on the command line; a run started here trains "
+               f"on {settings.JOB_THREADS} thread{'s' * (settings.JOB_THREADS != 1)} so the app stays responsive, "
+               "and takes longer.")
 
 
 def new_run_form() -> None:

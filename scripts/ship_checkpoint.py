@@ -1,9 +1,10 @@
 """Copy a finished run folder into checkpoints/NAME/, the way the shipped checkpoints were made.
 
-    python scripts/ship_checkpoint.py runs/fernet fernet [--drop-optimizer]
+    python scripts/ship_checkpoint.py runs/fernet fernet [--drop-optimizer] [--snapshots 1,3,8,21,50]
 
 It copies last.pt (resumable), best.pt only when it differs from last.pt (to save space), history.json,
-config.json and the run's snapshots (for the app's Epoch slider). --drop-optimizer removes Adam's moments from last.pt (a third of the size of a model like hw3);
+config.json and the run's snapshots (for the app's Epoch slider; --snapshots keeps only those epochs, to fit the
+60 MB that checkpoints/ and data/ may hold). --drop-optimizer removes Adam's moments from last.pt (a third of the size of a model like hw3);
 resuming then restarts those moments and says so.
 """
 
@@ -14,12 +15,12 @@ from pathlib import Path
 
 from fercore.checkpoints import BEST, LAST, architecture_signature, read_checkpoint, save_checkpoint
 from fercore.models import build_model
-from fercore.runs import CONFIG_FILE, HISTORY_FILE, SNAPSHOTS_DIR
+from fercore.runs import CONFIG_FILE, HISTORY_FILE, SNAPSHOTS_DIR, snapshot_epochs, snapshot_path
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def ship(run: Path, name: str, drop_optimizer: bool) -> Path:
+def ship(run: Path, name: str, drop_optimizer: bool, epochs: list[int] | None = None) -> Path:
     target = ROOT / "checkpoints" / name
     target.mkdir(parents=True, exist_ok=True)
     state = read_checkpoint(run / LAST)
@@ -38,8 +39,10 @@ def ship(run: Path, name: str, drop_optimizer: bool) -> Path:
         if (run / extra).exists() and not ((target / extra).exists() and filecmp.cmp(run / extra, target / extra)):
             shutil.copyfile(run / extra, target / extra)
     shutil.rmtree(target / SNAPSHOTS_DIR, ignore_errors=True)
-    if (run / SNAPSHOTS_DIR).is_dir():
-        shutil.copytree(run / SNAPSHOTS_DIR, target / SNAPSHOTS_DIR)
+    kept = [epoch for epoch in snapshot_epochs(run) if epochs is None or epoch in epochs]
+    for epoch in kept:
+        snapshot_path(target, epoch).parent.mkdir(exist_ok=True)
+        shutil.copyfile(snapshot_path(run, epoch), snapshot_path(target, epoch))
     return target
 
 
@@ -48,5 +51,7 @@ if __name__ == "__main__":
     parser.add_argument("run", type=Path)
     parser.add_argument("name")
     parser.add_argument("--drop-optimizer", action="store_true")
+    parser.add_argument("--snapshots", help="the snapshot epochs to keep, comma-separated (default: all)")
     args = parser.parse_args()
-    print(f"shipped into {ship(args.run, args.name, args.drop_optimizer)}")
+    epochs = None if args.snapshots is None else [int(e) for e in args.snapshots.split(",")]
+    print(f"shipped into {ship(args.run, args.name, args.drop_optimizer, epochs)}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from fercore.config import TrainConfig, augment_text, default, parse_augment
+from fercore.config import RECIPES, TrainConfig, augment_text, default, parse_augment
 from fercore.runs import started_runs
 from ui import settings, sources
 
@@ -57,14 +57,25 @@ def form_config(values: dict, data: str | None) -> TrainConfig:
     return TrainConfig(**chosen, data=data)
 
 
-def auto_precision_note() -> str:
-    """What precision `auto` picks for a run started here, and why."""
+def auto_precision():
+    """(the device a run started here trains on, the precision `auto` picks there)."""
     from fercore.precision import choose_precision
     from fercore.training import pick_device
 
     device = pick_device(default("device"))
-    choice = choose_precision("auto", device)
+    return device, choose_precision("auto", device)
+
+
+def auto_precision_note() -> str:
+    """What precision `auto` picks for a run started here, and why."""
+    device, choice = auto_precision()
     return f"auto means {choice.name} on this computer's {device.type.upper()}: {choice.reason}."
+
+
+def recipes() -> dict:
+    """fercore's recipes as this computer runs them: where it trains in bf16, with their bf16 budgets."""
+    precision = auto_precision()[1].name
+    return {name: recipe.in_precision(precision) for name, recipe in RECIPES.items()}
 
 
 def progress_fraction(progress: dict) -> float:
