@@ -87,12 +87,15 @@ def _text(mapping: dict, value) -> str:
     return mapping.get(value, NOT_RECORDED if value is None else str(value))
 
 
-def _device(config: dict) -> str:
+def _device(config: dict, history: list[dict]) -> str:
     device = config.get("device")
     device = {"auto": "auto (CUDA if present, else CPU)", None: NOT_RECORDED}.get(device, device)
     threads = config.get("threads")
     threads = f", {threads} CPU threads" if isinstance(threads, int) else ""
-    return f"{device}{threads}, {config.get('precision', 'fp32')}"  # fercore trains in fp32 unless recorded
+    asked = config.get("precision", "fp32")  # fercore trained in fp32 before the precision was recorded
+    # what the epochs computed in, which `auto` leaves to the machine
+    ran = sorted({str(h["precision"]) for h in history if isinstance(h, dict) and "precision" in h} - {asked})
+    return f"{device}{threads}, {asked}" + (f" ({' and '.join(ran)})" if ran else "")
 
 
 def recipe(config: dict, history: list[dict]) -> dict[str, str]:
@@ -114,7 +117,7 @@ def recipe(config: dict, history: list[dict]) -> dict[str, str]:
         "label smoothing": _number(config.get("label_smoothing")),
         "weight decay": _number(config.get("weight_decay")),
         "seed": _number(config.get("seed")),
-        "device and precision": _device(config),
+        "device and precision": _device(config, history),
         "wall time": _wall_time(history),
     }
 
