@@ -1,11 +1,11 @@
 """Copy a finished run folder into checkpoints/NAME/, the way the shipped checkpoints were made.
 
-    python scripts/ship_checkpoint.py runs/fernet fernet [--drop-optimizer] [--snapshots 1,3,8,21,50]
+    python scripts/ship_checkpoint.py runs/fernet fernet [--drop-optimizer] [--no-best] [--snapshots 1,3,8,21]
 
 It copies last.pt (resumable), best.pt only when it differs from last.pt (to save space), history.json,
 config.json and the run's snapshots (for the app's Epoch slider; --snapshots keeps only those epochs, to fit the
 60 MB that checkpoints/ and data/ may hold). --drop-optimizer removes Adam's moments from last.pt (a third of the size of a model like hw3);
-resuming then restarts those moments and says so.
+resuming then restarts those moments and says so. --no-best leaves best.pt out even where it is another epoch.
 """
 
 import argparse
@@ -20,7 +20,8 @@ from fercore.runs import CONFIG_FILE, HISTORY_FILE, SNAPSHOTS_DIR, snapshot_epoc
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def ship(run: Path, name: str, drop_optimizer: bool, epochs: list[int] | None = None) -> Path:
+def ship(run: Path, name: str, drop_optimizer: bool, epochs: list[int] | None = None,
+         keep_best: bool = True) -> Path:
     target = ROOT / "checkpoints" / name
     target.mkdir(parents=True, exist_ok=True)
     state = read_checkpoint(run / LAST)
@@ -31,7 +32,7 @@ def ship(run: Path, name: str, drop_optimizer: bool, epochs: list[int] | None = 
     state.setdefault("architecture", architecture_signature(build_model(state["model_name"])))
     save_checkpoint(state, target / LAST)
     best = run / BEST
-    if best.exists() and read_checkpoint(best)["epoch"] != state["epoch"]:
+    if keep_best and best.exists() and read_checkpoint(best)["epoch"] != state["epoch"]:
         shutil.copyfile(best, target / BEST)
     else:
         (target / BEST).unlink(missing_ok=True)
@@ -51,7 +52,8 @@ if __name__ == "__main__":
     parser.add_argument("run", type=Path)
     parser.add_argument("name")
     parser.add_argument("--drop-optimizer", action="store_true")
+    parser.add_argument("--no-best", action="store_true")
     parser.add_argument("--snapshots", help="the snapshot epochs to keep, comma-separated (default: all)")
     args = parser.parse_args()
     epochs = None if args.snapshots is None else [int(e) for e in args.snapshots.split(",")]
-    print(f"shipped into {ship(args.run, args.name, args.drop_optimizer, epochs)}")
+    print(f"shipped into {ship(args.run, args.name, args.drop_optimizer, epochs, keep_best=not args.no_best)}")
