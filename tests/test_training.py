@@ -141,17 +141,21 @@ def test_a_bad_setting_is_named_with_its_allowed_values(field, value, message):
     TrainConfig(device="cuda:1").validate()  # a numbered GPU is a device too
 
 
-def test_recipes_are_valid_configs_and_the_demo_is_the_shipped_fernet_fullres_recipe():
+def test_recipes_are_valid_configs_and_the_shipped_fernet_fullres_is_the_accurate_recipe_in_bf16():
     from fercore.config import RECIPES
-    from fercore.runs import run_config
+    from fercore.runs import run_config, run_history
 
     for recipe in RECIPES.values():
-        recipe.config().validate()
-    shipped = TrainConfig.from_dict(run_config(ROOT / "checkpoints" / "fernet_fullres"))
-    demo = RECIPES["demo"].config(data=shipped.data, threads=shipped.threads, seed=shipped.seed)
+        for precision in ("fp32", "bf16"):
+            recipe.in_precision(precision).config().validate()
+    folder = ROOT / "checkpoints" / "fernet_fullres"
+    shipped = TrainConfig.from_dict(run_config(folder))
+    assert shipped.precision == "auto" and {h["precision"] for h in run_history(folder)} == {"bf16"}
+    accurate = RECIPES["accurate"].in_precision("bf16").config(data=shipped.data, threads=shipped.threads,
+                                                               seed=shipped.seed)
     for name in ("model", "epochs", "batch_size", "lr", "weight_decay", "schedule", "label_smoothing", "normalize",
                  "balance", "augment"):
-        assert getattr(demo, name) == getattr(shipped, name), name
+        assert getattr(accurate, name) == getattr(shipped, name), name
     homework = RECIPES["homework"].config()
     assert (homework.model, homework.epochs, homework.lr, homework.schedule) == ("hw3", 250, 1e-3, "constant")
     assert AugmentConfig.from_dict(homework.augment) == AugmentConfig.homework()
