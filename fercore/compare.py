@@ -127,10 +127,11 @@ def training_data_text(config: dict) -> str:
     return "shipped demo data (trains on PublicTest)" if data is None else Path(str(data)).name
 
 
-def settings(config: dict) -> dict[str, str]:
+def settings(config: dict, history: list[dict]) -> dict[str, str]:
     """What defines a run, for comparing runs: the model, the recipe without its outcomes (epochs done, wall time),
-    the planned epochs (a schedule depends on them) and the training data file."""
-    described = recipe(config, [])
+    the planned epochs (a schedule depends on them) and the training data file. The history says what precision
+    `auto` computed in."""
+    described = recipe(config, history)
     for outcome in ("epochs", "wall time"):
         described.pop(outcome)
     config = config if isinstance(config, dict) else {}
@@ -208,7 +209,7 @@ def compare_runs(runs: list, evaluations: list, labels: list[str] | None = None)
                          f"{len(evaluations)} evaluations, {'no' if labels is None else len(labels)} labels")
     _check_same_images(evaluations)
     labels = [run_label(run.path) for run in runs] if labels is None else [str(label) for label in labels]
-    return Comparison(labels=labels, run_settings=[settings(run.config) for run in runs],
+    return Comparison(labels=labels, run_settings=[settings(run.config, run.history) for run in runs],
                       epochs=[len(run.history) for run in runs],
                       best_val_accs=[best_val_acc(run.history) for run in runs], evaluations=list(evaluations))
 
