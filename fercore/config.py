@@ -187,9 +187,9 @@ class Recipe:
 
     def in_precision(self, precision: str) -> Recipe:
         """The recipe as offered where `auto` trains in `precision` (fp32 or bf16)."""
-        if precision != "bf16" or not self.bf16_expect:
+        if precision != "bf16":
             return self
-        return replace(self, settings={**self.settings, **self.bf16_settings}, expect=self.bf16_expect)
+        return replace(self, settings={**self.settings, **self.bf16_settings}, expect=self.bf16_expect or self.expect)
 
 
 RECIPES = {

@@ -3,6 +3,7 @@ The files themselves are fercore.runs'."""
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 
@@ -57,8 +58,10 @@ def form_config(values: dict, data: str | None) -> TrainConfig:
     return TrainConfig(**chosen, data=data)
 
 
+@functools.cache
 def auto_precision():
-    """(the device a run started here trains on, the precision `auto` picks there)."""
+    """(the device a run started here trains on, the precision `auto` picks there): the machine's facts, read once
+    per server, not at each of the Train page's three uses on every rerun."""
     from fercore.precision import choose_precision
     from fercore.training import pick_device
 
