@@ -2,10 +2,16 @@
 
 A run folder keeps, in its SNAPSHOTS_DIR, the weights after the epochs `is_snapshot_epoch` picks: 1, 2, 3, 5, 8, 13,
 21, ... (dense early, when the model changes most) and the run's last, one file each (fercore.runs names them and
-lists them without torch). They are fp16: half the size, and no visible change to a saliency map or a confusion
-matrix. Each is written atomically before the epoch's last.pt, so a killed run keeps every snapshot it finished and
-a resumed one goes on adding to them. `model_at_epoch` turns a snapshot back into a LoadedModel that every analysis
-takes as it takes a checkpoint.
+lists them without torch). Training writes them in fp16: half the size, and no visible change to a saliency map or
+a confusion matrix. Each is written atomically before the epoch's last.pt, so a killed run keeps every snapshot it
+finished and a resumed one goes on adding to them. `model_at_epoch` turns a snapshot back into a LoadedModel that
+every analysis takes as it takes a checkpoint.
+
+`reencode_snapshot` turns one into "int8" (a quarter of fp32): each large weight matrix and convolution kernel as
+8-bit integers with one scale per output channel, the small tensors (biases, BatchNorm, a first layer) staying fp16. That is how the
+shipped checkpoints carry their replay within the repository's size budget. On the shipped checkpoints, int8
+weights change 15 (fernet_fullres) and 11 (hw3) of the 3,589 PrivateTest predictions, fp16 ones 2: about what
+evaluating in bf16 changes (tests/test_snapshots.py holds them to it).
 """
 
 from __future__ import annotations
@@ -21,6 +27,10 @@ from fercore.checkpoints import CheckpointError, LoadedModel, architecture_signa
 from fercore.runs import atomic_write, run_folder, run_history, snapshot_path
 
 FORMAT = "fercore-snapshot/1"
+ENCODINGS = ("fp16", "int8")
+# int8 only pays on large tensors; a first layer's 9 weights per filter, kept in int8, changed 43 of fernet_fullres's
+# 3,589 PrivateTest predictions by themselves (every other layer together: 28).
+INT8_MIN_SIZE = 4096
 
 
 def is_snapshot_epoch(epoch: int, last: int) -> bool:
@@ -32,14 +42,56 @@ def is_snapshot_epoch(epoch: int, last: int) -> bool:
     return a == epoch or epoch == last
 
 
+def encode_weights(state_dict: dict, encoding: str = "fp16") -> dict:
+    """A state dict made compact: floats as fp16, or (int8) weight tensors of INT8_MIN_SIZE or more values as
+    {"int8": values, "scale": one fp32 scale per output channel}; integers (BatchNorm's batch count) as they are."""
+    if encoding not in ENCODINGS:
+        raise ValueError(f"snapshot encoding {encoding!r}: choose one of {', '.join(ENCODINGS)}")
+    return {name: _encode(value.detach().cpu(), encoding) for name, value in state_dict.items()}
+
+
+def _encode(value: torch.Tensor, encoding: str):
+    if not value.is_floating_point():
+        return value.clone()
+    if encoding == "fp16" or value.dim() < 2 or value.numel() < INT8_MIN_SIZE:
+        return value.half()
+    value = value.float()
+    # Symmetric per output channel: each filter keeps its own range, so a quiet filter is not rounded to zero.
+    scale = value.abs().amax(dim=tuple(range(1, value.dim())), keepdim=True).clamp_min(1e-12) / 127
+    return {"int8": torch.round(value / scale).to(torch.int8), "scale": scale}
+
+
+def decode_weights(stored: dict) -> dict[str, torch.Tensor]:
+    """The tensors of `encode_weights`'s dict, floats as fp32."""
+    return {name: value["int8"].float() * value["scale"] if isinstance(value, dict)
+            else value.float() if value.is_floating_point() else value for name, value in stored.items()}
+
+
+def _stored_tensors(stored: dict):
+    """(name, tensor) for every tensor an encoded dict holds, in a fixed order: what identifies a snapshot."""
+    for name in sorted(stored):
+        value = stored[name]
+        parts = sorted(value.items()) if isinstance(value, dict) else [("", value)]
+        for part, tensor in parts:
+            yield f"{name}{part}", tensor
+
+
 def save_snapshot(run_dir, epoch: int, model: nn.Module) -> None:
-    """Keep the model's weights after `epoch`: floats as fp16, integers (BatchNorm's batch count) as they are."""
-    path = snapshot_path(run_dir, epoch)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    weights = {name: value.detach().cpu().half() if value.is_floating_point() else value.detach().cpu().clone()
-               for name, value in model.state_dict().items()}
+    """Keep the model's weights after `epoch`, in fp16."""
     state = {"format": FORMAT, "epoch": int(epoch), "architecture": architecture_signature(model),
-             "model_state": weights}
+             "model_state": encode_weights(model.state_dict())}
+    _write_snapshot(snapshot_path(run_dir, epoch), state)
+
+
+def reencode_snapshot(source: Path, target: Path, encoding: str) -> None:
+    """Write the snapshot file `source` to `target` in `encoding` (from its stored weights: fp16 -> int8 rounds the
+    fp16 values)."""
+    state = _read_snapshot_file(source)
+    _write_snapshot(target, {**state, "model_state": encode_weights(decode_weights(state["model_state"]), encoding)})
+
+
+def _write_snapshot(path: Path, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         atomic_write(path, lambda f: torch.save(state, f), durable=True)
     except OSError as e:
@@ -50,6 +102,10 @@ def _read_snapshot(folder: Path, epoch: int) -> dict:
     path = snapshot_path(folder, epoch)
     if not path.is_file():
         raise CheckpointError(f"{folder}: has no snapshot of epoch {epoch}")
+    return _read_snapshot_file(path)
+
+
+def _read_snapshot_file(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 -- a truncated or foreign file fails in many ways
@@ -68,12 +124,13 @@ def model_at_epoch(checkpoint, epoch: int) -> LoadedModel:
     if state.get("architecture") != architecture_signature(loaded.model):
         raise CheckpointError(f"{snapshot_path(folder, epoch)}: is a snapshot of another architecture than "
                               f"{loaded.path}")
-    weights, model = state["model_state"], loaded.model
+    model = loaded.model
+    weights = decode_weights(state["model_state"])
     model.load_state_dict({name: value.to(model.state_dict()[name].dtype) for name, value in weights.items()})
     digest = hashlib.sha256()
-    for name in sorted(weights):
+    for name, tensor in _stored_tensors(state["model_state"]):
         digest.update(name.encode())
-        digest.update(weights[name].numpy().tobytes())
+        digest.update(tensor.numpy().tobytes())
     # The run's history: the checkpoint may be an earlier best.pt, whose own history ends before the snapshot.
     history = run_history(folder) or loaded.history
     return replace(loaded, model=model.eval(), history=history[:int(epoch)],

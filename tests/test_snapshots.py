@@ -9,10 +9,10 @@ import torch
 from fercore.checkpoints import CheckpointError, load_model
 from fercore.data import load_dataset
 from fercore.runs import copy_run, snapshot_epochs, snapshot_path
-from fercore.snapshots import is_snapshot_epoch, model_at_epoch
+from fercore.snapshots import decode_weights, encode_weights, is_snapshot_epoch, model_at_epoch, reencode_snapshot
 from fercore.training import TrainConfig, resume, train
 
-from fixtures import tiny_fer_csv
+from fixtures import ROOT, tiny_fer_csv
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -107,3 +107,39 @@ def test_a_run_without_snapshots_lists_none(straight_run, tmp_path):
     assert snapshot_epochs(copy) == []
     with pytest.raises(CheckpointError, match="no snapshot of epoch 1"):
         model_at_epoch(copy, 1)
+
+
+def test_an_int8_snapshot_is_half_the_size_and_loads_back_as_its_weights(straight_run, tiny_data, tmp_path):
+    copy = copy_run(straight_run, tmp_path / "copy")
+    fp16 = model_at_epoch(copy, 5)
+    reencode_snapshot(snapshot_path(copy, 5), snapshot_path(copy, 5), "int8")  # in place, as shipping does
+    int8 = model_at_epoch(copy, 5)
+    assert snapshot_path(copy, 5).stat().st_size < 0.6 * snapshot_path(straight_run, 5).stat().st_size
+    assert int8.epoch == 5 and int8.key != fp16.key and int8.history == fp16.history
+    faces = tiny_data.pixels
+    np.testing.assert_allclose(int8.predict(faces), fp16.predict(faces), atol=5e-2)
+    with pytest.raises(ValueError, match="choose one of fp16, int8"):
+        encode_weights(load_model(copy).model.state_dict(), "int4")
+
+
+@pytest.mark.parametrize("name, most_changed", [("fernet_fullres", 25), ("hw3", 25)])
+def test_int8_weights_of_a_shipped_model_change_few_predictions(name, most_changed):
+    """Measured: 15 (fernet_fullres) and 11 (hw3) of 3,589 PrivateTest predictions change; with the first layer in
+    int8 too, fernet_fullres's would change 47, which this bound catches."""
+    data = load_dataset(None)
+    faces = data.pixels[data.split_rows("PrivateTest")]
+    loaded = load_model(ROOT / "checkpoints" / name)
+    exact = loaded.predict(faces).argmax(1)
+    weights = loaded.model.state_dict()
+    stored = encode_weights(weights, "int8")
+    assert any(isinstance(value, dict) for value in stored.values())
+    loaded.model.load_state_dict({k: v.to(weights[k].dtype) for k, v in decode_weights(stored).items()})
+    assert (loaded.predict(faces).argmax(1) != exact).sum() <= most_changed
+
+
+def test_the_shipped_checkpoints_replay_training_within_the_size_budget():
+    """checkpoints/ and data/ hold at most 60 MB, and each shipped checkpoint has an Epoch slider."""
+    size = sum(p.stat().st_size for folder in ("checkpoints", "data") for p in (ROOT / folder).rglob("*") if p.is_file())
+    assert size < 60e6, f"checkpoints/ and data/ hold {size / 1e6:.1f} MB"
+    for name in ("fernet_fullres", "hw3"):
+        assert len(snapshot_epochs(ROOT / "checkpoints" / name)) >= 3, name
