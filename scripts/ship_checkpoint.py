@@ -5,7 +5,8 @@
 
 It copies last.pt (resumable), best.pt only when it differs from last.pt (to save space), history.json,
 config.json and the run's snapshots (for the app's Epoch slider; --snapshots keeps only those epochs, and
---snapshot-encoding int8 halves their fp16 size, to fit the 60 MB that checkpoints/ and data/ may hold). --drop-optimizer removes Adam's moments from last.pt (a third of the size of a model like hw3);
+--snapshot-encoding int8 halves their fp16 size, to fit the 60 MB that checkpoints/ and data/ may hold).
+--drop-optimizer removes Adam's moments from last.pt (a third of the size of a model like hw3);
 resuming then restarts those moments and says so. --no-best leaves best.pt out even where it is another epoch.
 Shipping a shipped folder onto itself (checkpoints/hw3 hw3) re-encodes its snapshots and keeps the rest.
 """
