@@ -1,7 +1,8 @@
 """Click latency in a real browser: the Confusion page's cell click -> its gallery, and a face's Inspect click -> its
-heatmap and mask, each repeated, with warm caches (the issue's target: 1 s each on 2 cores).
+heatmap and mask, each repeated, with warm caches (the issue's target: 1 s each on 2 cores); then the Epoch slider's
+switches between a shipped checkpoint's training snapshots, first visits (cold) and revisits (cached).
 
-    .venv/bin/python -m benchmarks.bench_clicks [--repeats 8] [--checkpoints checkpoints] [--while-training]
+    .venv/bin/python -m benchmarks.bench_clicks [--repeats 8] [--checkpoints checkpoints] [--replay hw3] [--while-training]
 
 Run it as a module from the repository root: it imports the app's `ui` package and the browser tests' harness
 (tests/browser_kit.py), which live there, not in the installed fercore.
@@ -19,9 +20,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from fercore import jobs
+from fercore import jobs, runs
 from fercore.config import TrainConfig
-from tests.browser_kit import CHROMIUM, CHROMIUM_ARGS, streamlit_server, time_clicks
+from tests.browser_kit import CHROMIUM, CHROMIUM_ARGS, streamlit_server, time_clicks, time_epoch_switches
 from ui.settings import JOB_THREADS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +32,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=8)
     parser.add_argument("--checkpoints", default=str(ROOT / "checkpoints"))
+    parser.add_argument("--replay", default="fernet_fullres", help="the shipped checkpoint whose snapshots to switch between")
     parser.add_argument("--while-training", action="store_true", help="with a Train-page run going on beside")
     args = parser.parse_args()
     if not CHROMIUM.exists():
@@ -48,6 +50,8 @@ def main() -> None:
                 run_dir.mkdir()
                 jobs.start_training(run_dir, TrainConfig(epochs=50), threads=JOB_THREADS)
             times = time_clicks(page, url, args.repeats)
+            epochs = runs.snapshot_epochs(str(Path(args.checkpoints) / args.replay))
+            times |= time_epoch_switches(page, url, args.replay, epochs, args.repeats)
         except Exception:
             page.screenshot(path=str(Path(tempfile.gettempdir()) / "bench_clicks_failure.png"), full_page=True)
             raise

@@ -19,6 +19,7 @@ import torch  # noqa: E402
 from bench_saliency import best_seconds, matmul_gflops  # noqa: E402 -- beside this file, so on the path
 from fercore import occlusion  # noqa: E402
 from fercore.checkpoints import load_model  # noqa: E402
+from fercore.runs import list_runs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,7 +38,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--models", nargs="+", default=["hw3", "fernet"])
+    parser.add_argument("--models", nargs="+", help="checkpoints under checkpoints/ (default: every shipped one)",
+                        default=[run.name for run in list_runs(ROOT / "checkpoints")])
     args = parser.parse_args()
     faces = np.load(ROOT / "data" / "fer2013_test.npz")["pixels"][:1]
     print("| model | threads | matmul GFLOP/s | occlusion_map ms | whole face ms | covered_prediction ms |\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -18,6 +19,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-component-update", "--disable-sync"]
 FEAR, SAD = 2, 4
 CELL_CLICK, IMAGE_CLICK = "cell click -> gallery", "image click -> saliency"
+EPOCH_FIRST, EPOCH_AGAIN = "epoch switch, first visit", "epoch switch, revisited"
 MATRIX_POINT = ".js-plotly-plot .scatterlayer path.point"
 
 
@@ -79,7 +81,7 @@ def click_cell(page, true: int, pred: int) -> None:
     page.mouse.click(*cell_centre(page, true, pred))
 
 
-def timed(gesture, done) -> float:
+def timed(gesture, done=lambda: None) -> float:
     started = time.perf_counter()
     gesture()
     done()
@@ -110,4 +112,43 @@ def time_clicks(page, url: str, repeats: int) -> dict[str, list[float]]:
         page.keyboard.press("Escape")  # close the dialog
         page.get_by_role("dialog").wait_for(state="detached")
         wait_idle(page)
+    return times
+
+
+def choose_checkpoint(page, name: str) -> None:
+    """Pick a shipped checkpoint in the sidebar's first selectbox, as a user would."""
+    page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").first.click()
+    page.get_by_role("option", name=f"{name} (shipped)").click()
+    wait_idle(page, 300_000)
+
+
+def move_epoch_slider(page, key: str, lands_on: int | None) -> None:
+    """Press `key` on the sidebar's Epoch slider, as a keyboard user would, and wait until the page shows the
+    model after epoch `lands_on` (None: the checkpoint as saved) and its script run has ended."""
+    sidebar = page.get_by_test_id("stSidebar")
+    sidebar.get_by_role("slider").focus()
+    page.keyboard.press(key)
+    caption = sidebar.get_by_text("Replaying epoch ")
+    if lands_on is None:
+        caption.wait_for(state="detached", timeout=300_000)
+    else:
+        sidebar.get_by_text(re.compile(rf"^Replaying epoch {lands_on}\b")).wait_for(timeout=300_000)
+    wait_idle(page, 300_000)
+
+
+def time_epoch_switches(page, url: str, checkpoint: str, epochs: list[int], repeats: int) -> dict[str, list[float]]:
+    """Seconds of the Confusion page's switches between `checkpoint`'s snapshots (`epochs`, its run's): each
+    snapshot's first visit, stepping through them with the arrow keys (its weights loaded, the split evaluated),
+    then `repeats` revisits of the first snapshot and back to the checkpoint (both cached)."""
+    page.goto(url)
+    page.locator(MATRIX_POINT).first.wait_for(timeout=300_000)
+    choose_checkpoint(page, checkpoint)
+    times: dict[str, list[float]] = {EPOCH_FIRST: [], EPOCH_AGAIN: []}
+    times[EPOCH_FIRST].append(timed(lambda: move_epoch_slider(page, "Home", epochs[0])))
+    for epoch in epochs[1:]:
+        times[EPOCH_FIRST].append(timed(lambda: move_epoch_slider(page, "ArrowRight", epoch)))
+    move_epoch_slider(page, "End", None)
+    for _ in range(repeats):
+        times[EPOCH_AGAIN].append(timed(lambda: move_epoch_slider(page, "Home", epochs[0])))
+        times[EPOCH_AGAIN].append(timed(lambda: move_epoch_slider(page, "End", None)))
     return times

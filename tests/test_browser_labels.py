@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import time
 
-from browser_kit import wait_idle
+from browser_kit import choose_checkpoint, wait_idle
 from test_browser import browser, shot  # noqa: F401 -- fixture by name
-from test_browser_pages import assert_no_error, choose_checkpoint, open_page, page, server  # noqa: F401
+from test_browser_pages import assert_no_error, open_page, page, server  # noqa: F401
 
 
 def test_inspect_pages_occlusion_map_and_a_covered_mouth(server, page):  # noqa: F811

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from browser_kit import ROOT, streamlit_server, wait_idle
+from browser_kit import ROOT, choose_checkpoint, move_epoch_slider, streamlit_server, timed, wait_idle
 from test_browser import SHIPPED_DATA, browser, missing, shot, shipped_checkpoints  # noqa: F401 -- fixture by name
 
 ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
@@ -31,13 +31,6 @@ def page(browser):  # noqa: F811
     page.set_default_timeout(120_000)  # screenshots wait for fonts, slow on a busy 2-core machine
     yield page
     page.close()
-
-
-def choose_checkpoint(page, name: str) -> None:
-    """Pick a shipped checkpoint in the sidebar's first selectbox, as a user would."""
-    page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").first.click()
-    page.get_by_role("option", name=f"{name} (shipped)").click()
-    wait_idle(page, 300_000)
 
 
 def open_page(page, url: str, path: str, title: str) -> None:
@@ -117,31 +110,22 @@ def test_the_model_pages_report_downloads_the_five_answers(server, page):
     assert_no_error(page, "Model page after the report")
 
 
-def test_the_epoch_slider_replays_the_shipped_demos_training(server, page):
-    """The shipped demo checkpoint kept snapshots: its Epoch slider, moved to epoch 1 with the keyboard as a user
+@pytest.mark.parametrize("name", ["fernet_fullres", "hw3"])
+def test_the_epoch_slider_replays_each_shipped_checkpoints_training(server, page, name):
+    """Each shipped checkpoint kept snapshots: its Epoch slider, moved to epoch 1 with the keyboard as a user
     would, shows the matrix of the model after one epoch (a lower accuracy), and back at "as saved" the checkpoint's."""
-    import time
-
     open_page(page, server, "", "Confusion")
-    choose_checkpoint(page, "fernet_fullres")
+    choose_checkpoint(page, name)
     main = page.get_by_test_id("stMain")
     main.get_by_text("Per class", exact=True).wait_for(timeout=300_000)
     saved = main.get_by_text("accuracy").first.inner_text()
     slider = page.get_by_test_id("stSidebar").get_by_role("slider")
     assert slider.get_attribute("aria-valuetext") == "as saved"
-    slider.focus()
-    started = time.monotonic()
-    page.keyboard.press("Home")  # the first option: epoch 1
-    page.get_by_test_id("stSidebar").get_by_text("Replaying epoch 1").wait_for(timeout=300_000)
-    main.get_by_text("Per class", exact=True).wait_for(timeout=300_000)
-    wait_idle(page, 300_000)
-    print(f"switch to epoch 1, cold: {time.monotonic() - started:.1f} s")
+    print(f"switch to epoch 1, cold: {timed(lambda: move_epoch_slider(page, 'Home', 1)):.1f} s")
     early = main.get_by_text("accuracy").first.inner_text()
     assert early != saved and slider.get_attribute("aria-valuetext") == "1"
-    assert_no_error(page, "Confusion page at epoch 1")
-    shot(page, "confusion_fernet_fullres_epoch1")
-    page.keyboard.press("End")
-    page.get_by_test_id("stSidebar").get_by_text("Replaying epoch 1").wait_for(state="detached", timeout=300_000)
-    wait_idle(page, 300_000)
+    assert_no_error(page, f"Confusion page of {name} at epoch 1")
+    shot(page, f"confusion_{name}_epoch1")
+    move_epoch_slider(page, "End", None)
     assert slider.get_attribute("aria-valuetext") == "as saved"
     main.get_by_text(saved).wait_for(timeout=300_000)

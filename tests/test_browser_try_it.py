@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import time
 
-from browser_kit import wait_idle
+from browser_kit import choose_checkpoint, wait_idle
 from photos import blank_photo, encode, two_face_photo
 from test_browser import browser, shot  # noqa: F401 -- fixture by name
-from test_browser_pages import assert_no_error, choose_checkpoint, open_page, page, server  # noqa: F401
+from test_browser_pages import assert_no_error, open_page, page, server  # noqa: F401
 
 
 def upload(page, name: str, data: bytes, mime: str) -> float:
