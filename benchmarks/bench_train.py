@@ -120,7 +120,7 @@ def bench_augment(args) -> Best:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default="hw3,fernet", help=f"comma-separated, from {', '.join(model_names())}")
+    parser.add_argument("--models", default="hw3,fernet_fullres", help=f"comma-separated, from {', '.join(model_names())}")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3, help="rounds per configuration; the best counts")
