@@ -28,7 +28,9 @@ What we found (2-core AMD EPYC, torch 2.13 CPU, while other developers loaded th
 """
 
 import argparse
+import subprocess
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -118,6 +120,25 @@ def bench_augment(args) -> Best:
     return best
 
 
+def keras_rate(args) -> float:
+    """img/s of the homework's Keras hw3 on the same threads and batch, from bench_keras.py under args.keras."""
+    script = Path(__file__).with_name("bench_keras.py")
+    done = subprocess.run([args.keras, str(script), "--threads", str(args.threads), "--batch", str(args.batch),
+                           "--steps", str(max(args.steps, 3)), "--rounds", str(args.rounds)],
+                          capture_output=True, text=True, check=True)
+    line = next(line for line in done.stdout.splitlines() if line.startswith("keras_img_per_s"))
+    print(line)
+    return float(line.split()[1])
+
+
+def print_keras_ratios(keras: float, rows) -> None:
+    print()
+    print(f"hw3 in Keras (train_on_batch, best before/after the rows above): {keras:.1f} img/s")
+    for fmt, row in rows:
+        if row["model"] == "hw3":
+            print(f"  fercore hw3 {fmt} {row['precision']}: {row['rate'].wall / keras:.2f}x Keras")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="hw3,fernet_fullres", help=f"comma-separated, from {', '.join(model_names())}")
@@ -130,6 +151,8 @@ def main(argv=None):
     parser.add_argument("--bf16-steps", type=int, default=1,
                         help="steps of the one bf16 round on a CPU without native bf16")
     parser.add_argument("--fused-adam", action="store_true", help="Adam(fused=True): one kernel for all parameters")
+    parser.add_argument("--keras", metavar="PYTHON",
+                        help="an interpreter with TensorFlow: time the homework's Keras hw3 (bench_keras.py) as the peer")
     parser.add_argument("--augment", default="flip=0.5,shift=0.1,rotate=10,zoom=0.1,erase=0.25")
     args = parser.parse_args(argv)
 
@@ -139,6 +162,9 @@ def main(argv=None):
     for _ in range(2):
         matmul_round(a, matmul)
 
+    keras = []  # the peer's rates, measured before and after fercore's rows: the best counts
+    if args.keras:
+        keras.append(keras_rate(args))
     rows = []
     for name in args.models.split(","):
         for precision in args.precisions.split(","):
@@ -146,6 +172,8 @@ def main(argv=None):
             for fmt in args.formats.split(","):
                 rows.append((fmt, bench_training(name.strip(), FORMATS[fmt.strip()], choice, args, matmul, a)))
     augment = bench_augment(args)
+    if args.keras:
+        keras.append(keras_rate(args))
 
     print(describe_cpu())
     print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}, best of {args.rounds} rounds"
@@ -162,6 +190,8 @@ def main(argv=None):
         achieved, achieved_cpu = rate.wall * train_flops / 1e9, rate.cpu * train_flops / 1e9
         print(f"{row['model']:12} {fmt:14} {row['precision']:9} {row['params']:>9,} {row['flops'] / 1e6:>9.0f} {rate.wall:>7.1f} "
               f"{achieved:>13.1f} {achieved / matmul.wall:>9.0%} {rate.cpu:>9.1f} {achieved_cpu / matmul.cpu:>15.0%}")
+    if keras:
+        print_keras_ratios(max(keras), rows)
     fastest = max(row["rate"].wall for _, row in rows)
     print()
     print(f"augment_batch({args.augment}) on batches of {args.batch}: {augment.wall:,.0f} img/s "

@@ -48,6 +48,17 @@ def wait_for_tables(main, count: int) -> None:
     main.page.wait_for_function("() => !document.querySelector('[data-testid=\"stSkeleton\"]')", timeout=120_000)
 
 
+def settled_sources(page, images) -> list[str]:
+    """The addresses of `images` once the page's run has ended and no more of them appear."""
+    images.first.wait_for(timeout=300_000)
+    count = -1
+    while images.count() != count:
+        count = images.count()
+        page.wait_for_timeout(1500)
+        wait_idle(page, 300_000)
+    return [images.nth(k).get_attribute("src") for k in range(count)]
+
+
 def assert_no_error(page, where: str) -> None:
     errors = page.locator(ERRORS)
     assert errors.count() == 0, f"{where}: {errors.first.inner_text()}"
@@ -85,7 +96,9 @@ def test_compare_page_at_its_defaults(server, page, name):
     main.get_by_role("heading", name="Recall per class").wait_for(timeout=60_000)
     wait_idle(page, 300_000)
     main.get_by_test_id("stTable").get_by_text("best validation accuracy").wait_for(timeout=120_000)
-    assert main.locator(".js-plotly-plot").count() == 2  # the confusion difference and the recall bars
+    plots = main.locator(".js-plotly-plot")
+    plots.nth(1).wait_for(timeout=120_000)  # Plotly draws each chart after the run ends, one by one
+    assert plots.count() == 2  # the confusion difference and the recall bars
     assert main.locator(".js-plotly-plot .heatmaplayer").count() == 1
     assert_no_error(page, f"Compare page with {name} in the sidebar")
     shot(page, f"compare_{name}")
@@ -129,3 +142,22 @@ def test_the_epoch_slider_replays_each_shipped_checkpoints_training(server, page
     move_epoch_slider(page, "End", None)
     assert slider.get_attribute("aria-valuetext") == "as saved"
     main.get_by_text(saved).wait_for(timeout=300_000)
+
+
+@pytest.mark.parametrize("path, title", [("/filters", "Filters"), ("/inspect", "Inspect")])
+def test_the_epoch_slider_replays_filters_and_saliency(server, page, path, title):
+    """Where a class watches the model learn: on hw3 at epoch 1, the Filters page's conv1 images and the Inspect
+    page's heatmap and mask are other pictures than the saved checkpoint's (the face itself stays)."""
+    open_page(page, server, path, title)
+    choose_checkpoint(page, "hw3")
+    images = page.get_by_test_id("stMain").get_by_test_id("stImage").locator("img")
+    saved = settled_sources(page, images)
+    move_epoch_slider(page, "Home", 1)
+    early = settled_sources(page, images)
+    assert len(early) == len(saved) and early != saved
+    if title == "Filters":  # and the gradient-ascent images of that epoch's conv1, rendered as a user asks
+        page.get_by_role("button", name="Render all 64 filters of conv1").click()
+        images.nth(len(early)).wait_for(timeout=300_000)
+        wait_idle(page, 300_000)
+    assert_no_error(page, f"{title} page of hw3 at epoch 1")
+    shot(page, f"{title.lower()}_hw3_epoch1")
