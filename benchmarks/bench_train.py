@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fercore.models import build_model, count_flops, model_names
+from fercore.models import build_model, count_flops, model_names, relus_in_place
 from fercore.precision import autocast, choose_precision, describe_cpu
 from fercore.transforms import AugmentConfig, augment_batch
 
@@ -74,7 +74,7 @@ def matmul_round(a: torch.Tensor, best: Best, reps: int = 2):
 
 def training_step(model: nn.Module, batch: int, memory_format, fused_adam: bool, precision):
     """A closure doing one forward + backward + Adam step on a fixed random batch, the forward in `precision`."""
-    model = model.to(memory_format=memory_format).train()
+    model = relus_in_place(model).to(memory_format=memory_format).train()  # as fercore.training trains it
     x = torch.randn(batch, 1, 48, 48).contiguous(memory_format=memory_format)
     y = torch.randint(0, 7, (batch,))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused_adam or None)

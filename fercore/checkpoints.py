@@ -87,8 +87,9 @@ def _read_bytes(path: Path, data: bytes) -> tuple[dict, str]:
 
 def architecture_signature(model: nn.Module) -> str:
     """A hash of the model's printed structure (layers, widths, strides): weights of the same shapes can still
-    belong to another definition of a model, so checkpoints record it and loading compares."""
-    return hashlib.sha256(str(model).encode()).hexdigest()[:16]
+    belong to another definition of a model, so checkpoints record it and loading compares. A ReLU in place is the
+    same layer as one that is not (training runs them in place: fercore.models.relus_in_place)."""
+    return hashlib.sha256(str(model).replace("ReLU(inplace=True)", "ReLU()").encode()).hexdigest()[:16]
 
 
 @dataclass

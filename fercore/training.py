@@ -23,7 +23,7 @@ from fercore import checkpoints, distributed
 from fercore.config import TrainConfig
 from fercore.data import DataError, FerDataset, load_dataset
 from fercore.labels import PRIVATE_TEST, PUBLIC_TEST, SPLIT_NAMES, TRAINING
-from fercore.models import build_model
+from fercore.models import build_model, relus_in_place
 from fercore.precision import autocast, choose_precision
 from fercore.runs import BEST, CONFIG_FILE, HISTORY_FILE, LAST, PROGRESS_FILE, can_resume, write_json
 from fercore.snapshots import is_snapshot_epoch, save_snapshot
@@ -119,7 +119,7 @@ class Trainer:
     def _setup(self, state: dict | None) -> None:
         c = self.config
         torch.manual_seed(c.seed)
-        self.model = build_model(c.model).to(self.device).to(memory_format=torch.channels_last)
+        self.model = relus_in_place(build_model(c.model)).to(self.device).to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         self.augment = AugmentConfig.from_dict(c.augment)
         train_labels = torch.as_tensor(self.train_set.labels)

@@ -141,3 +141,29 @@ def test_checkerboard_share_is_one_for_a_checkerboard_and_zero_for_a_smooth_map(
     assert shares[0] == pytest.approx(1.0) and shares[1] < 0.01 and shares[3] == 0
     # a board of variance 100 on a ramp of variance ~390: about a fifth of the variance
     assert 0.15 < shares[2] < 0.3, shares
+
+
+@pytest.mark.parametrize("name", ["hw3", "fernet_fullres"])
+def test_relus_in_place_train_to_the_same_weights_and_keep_the_architecture(name):
+    """Training's in-place ReLUs: the same loss and, after an Adam step, bit-identical weights as the app's
+    out-of-place model; checkpoints see one architecture."""
+    from fercore.checkpoints import architecture_signature
+    from fercore.models import relus_in_place
+
+    x, y = torch.randn(16, 1, 48, 48), torch.randint(0, 7, (16,))
+    results = []
+    for in_place in (False, True):
+        torch.manual_seed(0)
+        model = build_model(name).train()
+        if in_place:
+            relus_in_place(model)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        torch.manual_seed(1)  # the same dropout masks
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        results.append((loss.item(), [p.detach().clone() for p in model.parameters()], architecture_signature(model)))
+    (loss_a, weights_a, signature_a), (loss_b, weights_b, signature_b) = results
+    assert any(isinstance(m, nn.ReLU) and m.inplace for m in relus_in_place(build_model(name)).modules())
+    assert loss_a == loss_b and all(torch.equal(a, b) for a, b in zip(weights_a, weights_b))
+    assert signature_a == signature_b == architecture_signature(build_model(name))
