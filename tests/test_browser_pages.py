@@ -1,5 +1,6 @@
-"""The Model and Compare pages in Chromium on the shipped checkpoints and data, at their defaults: each page draws
-its tables and figures with no error box, and leaves a screenshot per shipped checkpoint in tests/screenshots/."""
+"""The Model and Compare pages in Chromium on the shipped checkpoints and data, at their defaults, and the Epoch
+slider's replay on the Confusion, Filters and Inspect pages: each page draws its tables and figures with no error
+box, and leaves a screenshot per shipped checkpoint in tests/screenshots/."""
 
 from __future__ import annotations
 
