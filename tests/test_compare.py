@@ -62,7 +62,7 @@ def test_recipe_of_the_shipped_hw3_reads_like_the_homework():
     total = sum(r["seconds"] for r in history)
     assert recipe["wall time"] == (f"{compare.duration_text(total)} "
                                    f"({compare.duration_text(total / len(history))} per epoch)")
-    assert "fp32" in recipe["device and precision"]
+    assert recipe["device and precision"].endswith(", auto (bf16)")  # trained where auto meant bf16
 
 
 def test_recipe_of_the_shipped_fernet_fullres_shows_its_own_choices():
