@@ -88,15 +88,20 @@ def timed(gesture, done=lambda: None) -> float:
     return time.perf_counter() - started
 
 
+def open_confusion(page, url: str) -> None:
+    """Open the dashboard's first page, Confusion, and wait until its matrix is drawn and its run has ended."""
+    page.goto(url)
+    page.locator(MATRIX_POINT).first.wait_for(timeout=300_000)
+    wait_idle(page, 300_000)
+
+
 def time_clicks(page, url: str, repeats: int) -> dict[str, list[float]]:
     """Seconds of each warm click on the Confusion page, `repeats` of each: a cell (Fear/Sad and Sad/Fear in turn,
     so every click changes the cell) until its gallery is drawn, and a face's Inspect until its quick look shows
     the four pictures. A click counts until the script run it caused has ended in the page."""
     from fercore.labels import CLASS_NAMES
 
-    page.goto(url)
-    page.locator(MATRIX_POINT).first.wait_for(timeout=300_000)
-    wait_idle(page, 300_000)
+    open_confusion(page, url)
     times: dict[str, list[float]] = {CELL_CLICK: [], IMAGE_CLICK: []}
     for round_ in range(repeats + 1):  # round 0 warms the caches of every cell and face it touches
         for true, pred in ((FEAR, SAD), (SAD, FEAR)):
@@ -140,8 +145,7 @@ def time_epoch_switches(page, url: str, checkpoint: str, epochs: list[int], repe
     """Seconds of the Confusion page's switches between `checkpoint`'s snapshots (`epochs`, its run's): each
     snapshot's first visit, stepping through them with the arrow keys (its weights loaded, the split evaluated),
     then `repeats` revisits of the first snapshot and back to the checkpoint (both cached)."""
-    page.goto(url)
-    page.locator(MATRIX_POINT).first.wait_for(timeout=300_000)
+    open_confusion(page, url)
     choose_checkpoint(page, checkpoint)
     times: dict[str, list[float]] = {EPOCH_FIRST: [], EPOCH_AGAIN: []}
     times[EPOCH_FIRST].append(timed(lambda: move_epoch_slider(page, "Home", epochs[0])))
