@@ -3,10 +3,14 @@
 import pytest
 
 
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path_factory, monkeypatch):
-    """Each test session gets its own fercore cache folder, so tests never see a user's cache."""
-    monkeypatch.setenv("FERCORE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "fercore-cache"))
+@pytest.fixture(autouse=True, scope="session")
+def isolated_cache(tmp_path_factory):
+    """Each test session gets its own fercore cache folder, so tests never see a user's cache, nor one left by an
+    earlier session. Session-wide, so it is set before any module's server starts: a `streamlit run` subprocess
+    inherits it too (a per-test setting came after the module fixtures, and their servers used ~/.cache/fercore)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FERCORE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "fercore-cache"))
+        yield
 
 
 @pytest.fixture(scope="module")

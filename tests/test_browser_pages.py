@@ -4,6 +4,9 @@ box, and leaves a screenshot per shipped checkpoint in tests/screenshots/."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from browser_kit import ROOT, choose_checkpoint, move_epoch_slider, streamlit_server, timed, wait_idle
@@ -157,8 +160,13 @@ def test_the_epoch_slider_replays_filters_and_saliency(server, page, path, title
     early = settled_sources(page, images)
     assert len(early) == len(saved) and early != saved
     if title == "Filters":  # and the gradient-ascent images of that epoch's conv1, rendered as a user asks
+        cache = Path(os.environ["FERCORE_CACHE_DIR"])
+        before = set(cache.rglob("*"))
         page.get_by_role("button", name="Render all 64 filters of conv1").click()
         images.nth(len(early)).wait_for(timeout=300_000)
         wait_idle(page, 300_000)
+        # Into this test session's cache: a user's (or an earlier session's) cache must never decide what a page
+        # shows here (it once did: a render left from an earlier run added an image to the epoch-1 page).
+        assert set(cache.rglob("*")) - before, f"the server stored the rendered filters somewhere other than {cache}"
     assert_no_error(page, f"{title} page of hw3 at epoch 1")
     shot(page, f"{title.lower()}_hw3_epoch1")
