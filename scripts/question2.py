@@ -79,6 +79,7 @@ def evaluate_rows(data: str, out: Path) -> dict:
         last = loaded.history[-1]
         rows[name] = {"epochs": len(loaded.history), "train_acc": last["train_acc"], "public_acc": last["val_acc"],
                       "seconds": sum(entry["seconds"] for entry in loaded.history),
+                      "public_curve": [entry["val_acc"] for entry in loaded.history],
                       "private": result.to_dict(), "config": loaded.config}
     (out / "question2.json").write_text(json.dumps(rows, indent=1))
     print(markdown_table(rows))
@@ -95,6 +96,16 @@ def markdown_table(rows: dict) -> str:
         lines.append(f"| {LABELS[name]} | {row['train_acc']:.2%} | {row['public_acc']:.2%} | "
                      f"{private['accuracy']:.2%} | {private['per_class'][DISGUST]['recall']:.1%} "
                      f"({disgust[DISGUST]} of {sum(disgust)}) | {row['seconds']:.0f} |")
+    return "\n".join(lines + ["", curve_table(rows)])
+
+
+def curve_table(rows: dict) -> str:
+    """Each row's PublicTest accuracy after every epoch: whether the budget let its curve flatten."""
+    epochs = max(len(row.get("public_curve", [])) for row in rows.values())
+    lines = ["| row | " + " | ".join(str(epoch) for epoch in range(1, epochs + 1)) + " |",
+             "|---|" + "---|" * epochs]
+    for name, row in rows.items():
+        lines.append(f"| {LABELS[name]} | " + " | ".join(f"{acc:.1%}" for acc in row.get("public_curve", [])) + " |")
     return "\n".join(lines)
 
 

@@ -124,6 +124,9 @@ def choose_checkpoint(page, name: str) -> None:
     """Pick a shipped checkpoint in the sidebar's first selectbox, as a user would."""
     page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").first.click()
     page.get_by_role("option", name=f"{name} (shipped)").click()
+    # The rerun starts a moment after the click: waiting for idle at once could end on the previous checkpoint's
+    # page (CI once read fernet_fullres's summary as hw3's).
+    page.wait_for_timeout(1500)
     wait_idle(page, 300_000)
 
 
