@@ -96,7 +96,8 @@ def markdown_table(rows: dict) -> str:
         lines.append(f"| {LABELS[name]} | {row['train_acc']:.2%} | {row['public_acc']:.2%} | "
                      f"{private['accuracy']:.2%} | {private['per_class'][DISGUST]['recall']:.1%} "
                      f"({disgust[DISGUST]} of {sum(disgust)}) | {row['seconds']:.0f} |")
-    return "\n".join(lines + ["", curve_table(rows)])
+    has_curves = any(row.get("public_curve") for row in rows.values())  # older outputs lack them
+    return "\n".join(lines + (["", curve_table(rows)] if has_curves else []))
 
 
 def curve_table(rows: dict) -> str:
