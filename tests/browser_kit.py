@@ -125,8 +125,10 @@ def choose_checkpoint(page, name: str) -> None:
     page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").first.click()
     page.get_by_role("option", name=f"{name} (shipped)").click()
     # The rerun starts a moment after the click: waiting for idle at once could end on the previous checkpoint's
-    # page (CI once read fernet_fullres's summary as hw3's).
-    page.wait_for_timeout(1500)
+    # page (CI once read fernet_fullres's summary as hw3's). The sidebar's progress line names the checkpoint the
+    # server has drawn the page for.
+    progress = re.compile(rf"^{re.escape(name)}: \d+ of \d+ epochs trained")
+    page.get_by_test_id("stSidebar").get_by_text(progress).wait_for(timeout=300_000)
     wait_idle(page, 300_000)
 
 

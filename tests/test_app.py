@@ -161,6 +161,7 @@ def test_the_epoch_slider_replays_training(env, tmp_path, monkeypatch):
 
     at = open_app(**on_data(env, **{keys.CHECKPOINT: str(run), keys.EPOCH: 1}))
     assert at.select_slider(key=keys.EPOCH).options == ["1", "2", "3", "as saved"]
+    assert [c.value for c in at.sidebar.caption if "epochs trained" in c.value] == ["replay: 3 of 3 epochs trained"]
     assert "Replaying epoch 1" in texts(at) and accuracy(model_at_epoch(run, 1)) in texts(at)
     at.session_state[keys.EPOCH] = None
     at.run()

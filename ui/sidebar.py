@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import streamlit as st
 
@@ -78,8 +79,24 @@ def _checkpoint_picker() -> str | None:
         return None
     if st.session_state.get(keys.CHECKPOINT) not in options:
         st.session_state[keys.CHECKPOINT] = options[0]
-    return st.selectbox("Checkpoint", options, key=keys.CHECKPOINT, format_func=sources.checkpoint_label,
-                        on_change=_forget_cell, help="Shipped checkpoints and every run folder under runs/.")
+    checkpoint = st.selectbox("Checkpoint", options, key=keys.CHECKPOINT, format_func=sources.checkpoint_label,
+                              on_change=_forget_cell, help="Shipped checkpoints and every run folder under runs/.")
+    progress = _training_progress(checkpoint)
+    if progress:
+        st.caption(progress)
+    return checkpoint
+
+
+def _training_progress(checkpoint: str) -> str:
+    """How far the checkpoint's run got ("hw3: 24 of 250 epochs trained"), so a class knows what it is looking at;
+    "" for a checkpoint file without a run's history."""
+    folder = runs.run_folder(checkpoint)
+    history = runs.run_history(folder)
+    if not history:
+        return ""
+    planned = runs.run_config(folder).get("epochs")
+    done = history[-1].get("epoch", len(history))
+    return f"{Path(checkpoint).name}: {done}" + (f" of {planned}" if planned else "") + " epochs trained"
 
 
 def _epoch_picker(checkpoint: str | None) -> int | None:
