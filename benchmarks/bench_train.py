@@ -35,9 +35,12 @@ On a 2-core AMD EPYC with AVX-512 BF16 (Zen 4, no AMX), torch 2.13, alternated i
   each other at every op when one of them is descheduled).
 
 On a 2-core Intel Xeon with AMX (amx_bf16, avx512_bf16), torch 2.13, TensorFlow 2.21, alternated in one run:
-- hw3 trains at 76.6 img/s in fp32 and 174.5 in bf16 (2.3x); the homework's Keras hw3 at 84.4-90.3 img/s. fercore is
-  0.85x Keras in fp32 and 1.93x in bf16 (the issue's goal: 2x). fernet_fullres: 198.8 / 384.3 img/s (1.9x).
-- bf16 runs at 106-108% of the fp32 matmul rate (209 GFLOP/s), fp32 training at 48-55% of it.
+- With nn.Dropout, hw3 trained at 76.6 img/s in fp32 and 174.5 in bf16 (2.3x); the homework's Keras hw3 at 84.4-90.3
+  img/s: 0.85x Keras in fp32, 1.93x in bf16. fernet_fullres: 198.8 / 384.3 img/s (1.9x).
+- The profile of that bf16 step: convolutions 51%, then nn.Dropout's Bernoulli draws 12% (one 32-bit draw per
+  activation, on one thread), BatchNorm 12%, pooling 6%, ReLU 6%. fercore.dropout draws a byte per activation
+  instead: hw3's bf16 step 739 -> 634 ms (1.17x, alternated in one process), fp32 1775 -> 1746 ms.
+- bf16 runs at 106-117% of the fp32 matmul rate (180-210 GFLOP/s), fp32 training at 40-55% of it.
 """
 
 import argparse

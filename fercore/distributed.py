@@ -23,6 +23,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from fercore.dropout import Dropout, keep_mask, layout_of
+
 WEIGHT_DIGEST_DIR = "FERCORE_WEIGHT_DIGEST_DIR"  # set: every rank writes rank<R>.sha256 of its weights there
 
 
@@ -91,24 +93,17 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
-class ShardedDropout(nn.Module):
+class ShardedDropout(Dropout):
     """Dropout that gives this rank's rows the mask one process would draw for the whole batch: every rank draws
-    the global batch's mask from the same seeded generator and keeps its own rows (as nn.Dropout: a Bernoulli mask
-    scaled by 1 / (1 - p)). So the masks do not depend on the number of processes."""
+    the global batch's mask from the same seeded generator and keeps its own rows. So the masks do not depend on
+    the number of processes."""
 
     def __init__(self, p: float, batch: dict):
-        super().__init__()
-        self.p, self.batch = p, batch  # batch: {"size": global rows, "rows": this rank's slice}, set every step
+        super().__init__(p)
+        self.batch = batch  # {"size": global rows, "rows": this rank's slice}, set every step
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0:
-            return x
-        # laid out as torch.empty_like(x) would be (channels_last after a conv): bernoulli_ fills memory in order
-        layout = torch.channels_last if x.dim() == 4 and not x.is_contiguous() \
-            and x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-        noise = torch.empty((self.batch["size"], *x.shape[1:]), dtype=x.dtype, device=x.device, memory_format=layout)
-        noise.bernoulli_(1 - self.p).div_(1 - self.p)
-        return x * noise[self.batch["rows"]]
+    def mask(self, x: torch.Tensor) -> torch.Tensor:
+        return keep_mask((self.batch["size"], *x.shape[1:]), self.p, layout_of(x), x.device)[self.batch["rows"]]
 
 
 def training_view(model: nn.Module, world: World, device: torch.device, batch: dict,

@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from fercore.dropout import Dropout
 from fercore.labels import NUM_CLASSES
 
 IMAGE_SIZE = 48
@@ -62,13 +63,13 @@ def hw3(conv_dropout: float = 0.25, dense_dropout: float = 0.5, batchnorm: bool 
     layers = [
         ("conv1", _keras_conv(1, 64)), ("bn1", _keras_bn(64)), ("relu1", nn.ReLU()),
         ("conv2", _keras_conv(64, 64)), ("relu2", nn.ReLU()),
-        ("pool1", nn.MaxPool2d(2)), ("drop1", nn.Dropout(conv_dropout)),
+        ("pool1", nn.MaxPool2d(2)), ("drop1", Dropout(conv_dropout)),
         ("conv3", _keras_conv(64, 128)), ("bn3", _keras_bn(128)), ("relu3", nn.ReLU()),
         ("conv4", _keras_conv(128, 128)), ("relu4", nn.ReLU()),
         ("pool2", nn.MaxPool2d(2)),
         ("flatten", nn.Flatten()),
         ("fc1", _keras_dense(flat, 128)), ("bn_fc1", _keras_bn(128, nn.BatchNorm1d)), ("relu_fc1", nn.ReLU()),
-        ("drop_fc", nn.Dropout(dense_dropout)),
+        ("drop_fc", Dropout(dense_dropout)),
         ("fc2", _keras_dense(128, NUM_CLASSES)),
     ]
     if not batchnorm:
@@ -102,7 +103,7 @@ def _vgg(stages: list[list[int]], dropout: float, stem_stride: int = 1) -> nn.Se
                        (f"relu{index}", nn.ReLU())]
             cin = cout
     layers += [("gap", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten()),
-               ("drop_fc", nn.Dropout(dropout)), ("fc", nn.Linear(cin, NUM_CLASSES))]
+               ("drop_fc", Dropout(dropout)), ("fc", nn.Linear(cin, NUM_CLASSES))]
     model = nn.Sequential(OrderedDict(layers))
     for module in model.modules():
         if isinstance(module, nn.Conv2d):  # He init for ReLU nets, as torchvision's VGG and ResNet
