@@ -23,7 +23,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from fercore.dropout import Dropout, keep_mask, layout_of
+from fercore.dropout import Dropout, keep_mask
+from fercore.layout import memory_format_of
 
 WEIGHT_DIGEST_DIR = "FERCORE_WEIGHT_DIGEST_DIR"  # set: every rank writes rank<R>.sha256 of its weights there
 
@@ -103,7 +104,7 @@ class ShardedDropout(Dropout):
         self.batch = batch  # {"size": global rows, "rows": this rank's slice}, set every step
 
     def mask(self, x: torch.Tensor) -> torch.Tensor:
-        return keep_mask((self.batch["size"], *x.shape[1:]), self.p, layout_of(x), x.device)[self.batch["rows"]]
+        return keep_mask((self.batch["size"], *x.shape[1:]), self.p, memory_format_of(x), x.device)[self.batch["rows"]]
 
 
 def training_view(model: nn.Module, world: World, device: torch.device, batch: dict,

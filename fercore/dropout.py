@@ -15,19 +15,14 @@ import math
 import torch
 from torch import nn
 
+from fercore.layout import memory_format_of
+
 LEVELS = 256  # the values of one random byte
 
 
 def drop_rate(p: float) -> float:
     """The rate a Dropout(p) really drops at: p rounded to the nearest 1/256."""
     return round(p * LEVELS) / LEVELS
-
-
-def layout_of(x: torch.Tensor) -> torch.memory_format:
-    """channels_last for a 4-d tensor stored that way (as after a channels_last conv), else contiguous."""
-    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format
 
 
 def keep_mask(shape: tuple[int, ...], p: float, layout: torch.memory_format = torch.contiguous_format,
@@ -45,7 +40,7 @@ class Dropout(nn.Dropout):
     byte mask above. Its `inplace` setting is ignored: the output is always a new tensor."""
 
     def mask(self, x: torch.Tensor) -> torch.Tensor:
-        return keep_mask(tuple(x.shape), self.p, layout_of(x), x.device)
+        return keep_mask(tuple(x.shape), self.p, memory_format_of(x), x.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rate = drop_rate(self.p)

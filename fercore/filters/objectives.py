@@ -21,7 +21,9 @@ from typing import Callable
 
 import torch
 
-from .tracing import LayerSite, _memory_format, filter_response
+from fercore.layout import memory_format_of
+
+from .tracing import LayerSite, filter_response
 
 Score = Callable[[torch.Tensor, slice], torch.Tensor]
 
@@ -51,7 +53,7 @@ def _objective(reduce_for: Callable[[LayerSite], Callable]) -> Callable[..., Sco
         zeros = example.new_zeros(len(filters), *example.shape[1:]).requires_grad_(True)
         at_zero = reduce(filter_response(site, zeros, filters, stage, per_image=True))
         pattern, = torch.autograd.grad(at_zero.sum(), zeros)
-        pattern, at_zero = pattern.contiguous(memory_format=_memory_format(example)), at_zero.detach()
+        pattern, at_zero = pattern.contiguous(memory_format=memory_format_of(example)), at_zero.detach()
         return lambda images, rows: (conv_input(images) * pattern[rows]).sum((1, 2, 3)) + at_zero[rows]
     return build
 

@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_conv_bn_weights
 
 from fercore.analysis_mode import analysis_mode
+from fercore.layout import memory_format_of
 from fercore.models import conv_layers
 
 STAGES = ("conv", "pre_relu", "activation")
@@ -310,7 +311,7 @@ def _correlate(x: torch.Tensor, weight: torch.Tensor, conv: nn.Conv2d) -> torch.
                              conv.padding, conv.dilation, groups=n)
         return depthwise.reshape(n, 1, *depthwise.shape[-2:])
     taps = weight.permute(0, 1, 3, 4, 2).reshape(weight.shape[0], filters * kh * kw, cin)  # (N|1, F*taps, Cin)
-    if _memory_format(x) == torch.channels_last:
+    if memory_format_of(x) == torch.channels_last:
         pixels_by_channel = x.permute(0, 2, 3, 1).reshape(n, height * width, cin)          # a view: no copy
         z = torch.matmul(pixels_by_channel, taps.transpose(1, 2)).transpose(1, 2)
     else:
@@ -434,12 +435,6 @@ def _chunks(count: int, numel_per_image: int, size: int | None = None) -> list[s
     """Consecutive slices covering range(count): `size` long, or as many images as fit CHUNK_BYTES."""
     size = size or max(1, CHUNK_BYTES // (4 * numel_per_image))
     return [slice(i, min(i + size, count)) for i in range(0, count, size)]
-
-def _memory_format(x: torch.Tensor) -> torch.memory_format:
-    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        return torch.channels_last
-    return torch.contiguous_format
-
 
 # ---------------------------------------------------------------------------------------------------- kernels
 
