@@ -39,7 +39,10 @@ On a 2-core Intel Xeon with AMX (amx_bf16, avx512_bf16), torch 2.13, TensorFlow 
   img/s: 0.85x Keras in fp32, 1.93x in bf16. fernet_fullres: 198.8 / 384.3 img/s (1.9x).
 - The profile of that bf16 step: convolutions 51%, then nn.Dropout's Bernoulli draws 12% (one 32-bit draw per
   activation, on one thread), BatchNorm 12%, pooling 6%, ReLU 6%. fercore.dropout draws a byte per activation
-  instead: hw3's bf16 step 739 -> 634 ms (1.17x, alternated in one process), fp32 1775 -> 1746 ms.
+  instead. Its gain is within this machine's noise: four A/B runs of hw3's step, alternated in one process, gave
+  1.17, 1.01, 0.99 and 1.18x in bf16 and 1.02, 1.13, 1.03 and 1.10x in fp32.
+- With fercore.dropout, this benchmark: hw3 77.6 img/s in fp32 and 172.3 in bf16, Keras 86.1-87.9 img/s: 0.88x
+  Keras in fp32, 1.96x in bf16 (the goal is 2x). fernet_fullres: 168.2 / 354.7 img/s.
 - bf16 runs at 106-117% of the fp32 matmul rate (180-210 GFLOP/s), fp32 training at 40-55% of it.
 """
 
