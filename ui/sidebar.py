@@ -88,7 +88,7 @@ def _checkpoint_picker() -> str | None:
 
 
 def _training_progress(checkpoint: str) -> str:
-    """How far the checkpoint's run got ("hw3: 24 of 250 epochs trained"), so a class knows what it is looking at;
+    """How far the checkpoint's run got ("hw3: 80 of 250 epochs trained"), so a class knows what it is looking at;
     "" for a checkpoint file without a run's history."""
     folder = runs.run_folder(checkpoint)
     history = runs.run_history(folder)
