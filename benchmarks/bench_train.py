@@ -21,7 +21,10 @@ What we found (2-core AMD EPYC, torch 2.13 CPU, while other developers loaded th
   at only 50-80% of it, which is the main limit on the training fraction. A conv with 1 input channel runs at ~3%.
 - BN, ReLU, max pooling (its backward zero-fills) are memory-bound: ~25% of fernet's step. Hence fernet's stride-2
   first conv: no 48x48 activations at all (68% of matmul vs 63% with a full-resolution first stage, 1 thread).
-- Adam(fused=True): ~3% faster for fernet. torch.compile (inductor, CPU): 4+ minutes to compile here and no faster.
+- Adam(fused=True) (--fused-adam): ~3% faster for fernet here, and no gain on the Intel Xeon with AMX: in one
+  process, steps alternated, best of 6 rounds, 0.99x foreach for hw3 in bf16 and 0.95x in fp32, 0.95x and 1.10x for
+  fernet_fullres. So training keeps torch's default.
+- torch.compile (inductor, CPU): 4+ minutes to compile here and no faster.
 - Training's in-place ReLUs (fercore.models.relus_in_place): hw3 8% faster in fp32, 11% in bf16; fernet_fullres 2-3%.
 
 On a 2-core AMD EPYC with AVX-512 BF16 (Zen 4, no AMX), torch 2.13, alternated in one run:
