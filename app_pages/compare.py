@@ -64,6 +64,8 @@ shown = pd.DataFrame(table.rows()).set_index("run")
 percents = ["best validation accuracy", "accuracy", *(f"{name} recall" for name in CLASS_NAMES)]
 shown[percents] = shown[percents].map(lambda value: f"{value:.1%}")
 st.table(shown.T.rename_axis(None, axis=1))
+if len(runs) > 1:
+    st.markdown(table.ensemble_text())
 st.caption("To answer the homework's question 2, `python scripts/question2.py run --data fer2013.npz --out runs "
            "--epochs N` trains six runs at one budget, each one change on the row above: no normalization and no "
            "BatchNorm (q2_1_raw), /255 (q2_2_scale255), + BatchNorm, the homework's network (q2_3_batchnorm), + the "

@@ -4,6 +4,7 @@
     table = compare_runs([a, b], [evaluation_a, evaluation_b], labels=["hw3", "fernet"])
     table.settings                              # the settings that differ, e.g. ["model", "learning rate", ...]
     table.rows(), table.to_csv()
+    table.ensemble_accuracy                     # the runs together: their probabilities averaged per image
     confusion_difference(evaluation_a, evaluation_b)   # B - A, row-normalized
 
 torch-free: it reads a checkpoint's `config` (fercore.training.TrainConfig as a dict) and `history` (one record per
@@ -191,6 +192,23 @@ class Comparison:
             row.update({f"{name} recall": float(r) for name, r in zip(CLASS_NAMES, evaluation.recall)})
             rows.append(row)
         return rows
+
+    @property
+    def ensemble_probabilities(self) -> np.ndarray:
+        """(N, 7): each image's probabilities averaged over the runs, an ensemble with no forward pass of its own."""
+        return np.mean([evaluation.probabilities for evaluation in self.evaluations], axis=0)
+
+    @property
+    def ensemble_accuracy(self) -> float:
+        """The runs' accuracy together: the ensemble's most probable class against the labels."""
+        return float(np.mean(self.ensemble_probabilities.argmax(1) == self.evaluations[0].labels))
+
+    def ensemble_text(self) -> str:
+        """One sentence: the ensemble's accuracy beside the best run's alone."""
+        best = max(range(len(self.labels)), key=lambda k: self.evaluations[k].accuracy)
+        return (f"**Together**, averaging the {len(self.labels)} checkpoints' probabilities for each face (an "
+                f"ensemble), they get **{self.ensemble_accuracy:.1%}** of these images right, against "
+                f"{self.evaluations[best].accuracy:.1%} for the best of them alone ({self.labels[best]}).")
 
     def to_csv(self) -> str:
         return csv_text(self.rows())

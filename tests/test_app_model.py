@@ -33,13 +33,18 @@ def second_run(classroom):  # noqa: F811
     return folder
 
 
-def accuracy(checkpoint, data_path, split: str) -> float:
-    """Brute force: the checkpoint's accuracy on a split, from a plain forward pass."""
+def probabilities(checkpoint, data_path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Brute force: the checkpoint's softmax on a split, from a plain forward pass, and the split's labels."""
     loaded = load_model(checkpoint)
     data = load_dataset(data_path).select_split(split)
     with torch.inference_mode():
-        predicted = loaded.model(loaded.preprocess(data.pixels)).argmax(1).numpy()
-    return float((predicted == data.labels).mean())
+        return torch.softmax(loaded.model(loaded.preprocess(data.pixels)), 1).numpy(), data.labels
+
+
+def accuracy(checkpoint, data_path, split: str) -> float:
+    """Brute force: the checkpoint's accuracy on a split."""
+    probs, labels = probabilities(checkpoint, data_path, split)
+    return float((probs.argmax(1) == labels).mean())
 
 
 class ComputeLines(logging.Handler):
@@ -136,6 +141,10 @@ def test_compare_page_puts_the_two_runs_side_by_side(env, second_run):
         assert value == f"{accuracy(run, env['data'], 'PrivateTest'):.1%}"
     assert [f"{name} recall" for name in CLASS_NAMES] == [c for c in table.index if c.endswith(" recall")]
     assert "Settings that differ: learning rate, augmentation" in texts(at)
+    first, labels = probabilities(env["checkpoint"], env["data"], "PrivateTest")
+    second, _ = probabilities(second_run, env["data"], "PrivateTest")
+    together = ((first + second).argmax(1) == labels).mean()  # the ensemble: probabilities averaged per face
+    assert f"they get {together:.1%} of these images right" in texts(at).replace("**", "")
     assert "scripts/question2.py" in texts(at)
     assert len(at.get("plotly_chart")) == 2  # the confusion difference and the recall bars
     assert "Confusion: flipped (run) - tiny (shipped)" in texts(at)

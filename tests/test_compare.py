@@ -122,6 +122,22 @@ def test_compare_runs_shows_only_the_settings_that_differ_and_real_figures(runs)
         assert [row[f"{name} recall"] for name in CLASS_NAMES] == pytest.approx(result.recall.tolist())
 
 
+def test_the_ensemble_averages_each_faces_probabilities_over_the_runs(runs):
+    (plain, changed), (a, b) = runs["loaded"], runs["evaluations"]
+    faces = runs["data"].pixels
+    with torch.inference_mode():
+        mean = sum(torch.softmax(run.model(run.preprocess(faces)), 1) for run in (plain, changed)) / 2
+    expected = (mean.argmax(1).numpy() == runs["data"].labels).mean()
+    table = compare.compare_runs([plain, changed], [a, b], labels=["A", "B"])
+    np.testing.assert_allclose(table.ensemble_probabilities, mean.numpy(), atol=1e-5)
+    assert table.ensemble_accuracy == pytest.approx(expected)
+    best = max(a.accuracy, b.accuracy)
+    text = table.ensemble_text()
+    assert f"**{expected:.1%}**" in text and f"against {best:.1%} for the best" in text
+    assert f"({'A' if a.accuracy >= b.accuracy else 'B'})" in text
+    assert compare.compare_runs([plain, plain], [a, a]).ensemble_accuracy == pytest.approx(a.accuracy)
+
+
 def test_comparison_csv_holds_the_table(runs):
     table = compare.compare_runs(runs["loaded"], runs["evaluations"], labels=["A", "B"])
     parsed = list(csv.DictReader(io.StringIO(table.to_csv())))
@@ -203,3 +219,4 @@ def test_recall_bars_draw_one_group_per_run(runs):
     assert figure.data[0].marker.color != figure.data[1].marker.color
     with pytest.raises(ValueError, match="expected 7 recalls"):
         render.recall_bars({"short": [0.5] * 6})
+
