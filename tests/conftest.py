@@ -1,6 +1,21 @@
-"""Shared test setup: keep fercore's cache out of the user's home; one torch thread where a module asks for it."""
+"""Shared test setup: the slowest files first, fercore's cache out of the user's home, one torch thread where a
+module asks for it."""
 
 import pytest
+
+# The files that take longest (a clean run's --durations on a 2-core CPU: test_browser.py ~5 min, the others 1-4),
+# browser and CPU-bound ones alternating. The two workers take files in this order as each gets free, so they end
+# together instead of one running the longest file alone at the end. The rest follow in their usual order.
+SLOWEST_FILES_FIRST = ("test_browser.py", "test_snapshots.py", "test_browser_pages.py", "test_kill_resume.py",
+                       "test_report.py", "test_training.py", "test_lesson.py", "test_cli.py", "test_distributed.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        name = item.path.name
+        return SLOWEST_FILES_FIRST.index(name) if name in SLOWEST_FILES_FIRST else len(SLOWEST_FILES_FIRST)
+
+    items.sort(key=rank)  # stable: each file's tests keep their order
 
 
 @pytest.fixture(autouse=True, scope="session")
