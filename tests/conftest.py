@@ -3,8 +3,8 @@ module asks for it."""
 
 import pytest
 
-# The files that take longest (a clean run's --durations on a 2-core CPU: test_browser.py ~5 min, the others 1-4),
-# browser and CPU-bound ones alternating. The two workers take files in this order as each gets free, so they end
+# The files that take longest (a clean run's --durations on a 2-core CPU: the two browser files 4-5 min each, the
+# others 1-2 min), browser and CPU-bound ones alternating. The two workers take files in this order as each gets free, so they end
 # together instead of one running the longest file alone at the end. The rest follow in their usual order.
 SLOWEST_FILES_FIRST = ("test_browser.py", "test_snapshots.py", "test_browser_pages.py", "test_kill_resume.py",
                        "test_report.py", "test_training.py", "test_lesson.py", "test_cli.py", "test_distributed.py")
