@@ -18,6 +18,9 @@ import torch
 from fercore.config import PRECISIONS
 
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of CPUs with bf16 arithmetic
+# oneDNN (which runs the convolutions) can be capped below the CPU's level with ONEDNN_MAX_CPU_ISA, as a benchmark
+# does to stand in for an older CPU; under these caps it has no bf16 kernels, so bf16 is emulated and slow.
+ONEDNN_CAPS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX512_CORE", "AVX512_CORE_VNNI")
 
 
 @dataclass(frozen=True)
@@ -65,11 +68,15 @@ def describe_cpu() -> str:
             f"avx512_bf16 {'yes' if 'avx512_bf16' in flags else 'no'}, AMX {amx}: {cpu_bf16()[1]}")
 
 
-def cpu_bf16(capability: str | None = None, flags: set[str] | None = None) -> tuple[bool, str]:
-    """(whether this CPU runs bf16 natively, a few words saying how or why not). Both inputs can be injected;
-    by default they are torch's dispatch level (AVX2, AVX512, ...) and /proc/cpuinfo's flags."""
+def cpu_bf16(capability: str | None = None, flags: set[str] | None = None,
+             onednn_cap: str | None = None) -> tuple[bool, str]:
+    """(whether this CPU runs bf16 natively, a few words saying how or why not). The inputs can be injected;
+    by default they are torch's dispatch level (AVX2, AVX512, ...), /proc/cpuinfo's flags and ONEDNN_MAX_CPU_ISA."""
     capability = torch.backends.cpu.get_cpu_capability() if capability is None else capability
     flags = cpu_flags() if flags is None else flags
+    onednn_cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "") if onednn_cap is None else onednn_cap
+    if onednn_cap.upper() in ONEDNN_CAPS_WITHOUT_BF16:
+        return False, f"oneDNN is capped at {onednn_cap.upper()} by ONEDNN_MAX_CPU_ISA, which has no bf16"
     native = [f for f in NATIVE_BF16_FLAGS if f in flags]
     if "AMX" in capability.upper() or native:
         return True, f"this CPU runs bf16 natively: {', '.join(native) or capability}"
@@ -77,9 +84,10 @@ def cpu_bf16(capability: str | None = None, flags: set[str] | None = None) -> tu
 
 
 def choose_precision(requested: str, device: torch.device | str, *, capability: str | None = None,
-                     flags: set[str] | None = None, cuda_bf16: bool | None = None) -> PrecisionChoice:
+                     flags: set[str] | None = None, onednn_cap: str | None = None,
+                     cuda_bf16: bool | None = None) -> PrecisionChoice:
     """What `requested` (auto, fp32 or bf16) means on `device`, and why. The hardware facts can be injected
-    (capability, flags: see cpu_bf16; cuda_bf16: torch.cuda.is_bf16_supported())."""
+    (capability, flags, onednn_cap: see cpu_bf16; cuda_bf16: torch.cuda.is_bf16_supported())."""
     if requested not in PRECISIONS:
         raise ValueError(f"unknown precision {requested!r}: choose one of {', '.join(PRECISIONS)}")
     device = torch.device(device)
@@ -89,7 +97,7 @@ def choose_precision(requested: str, device: torch.device | str, *, capability: 
         if requested == "bf16" and not native:
             raise ValueError(f"precision bf16 was asked for, but {why}: use fp32 or auto")
     else:
-        native, why = cpu_bf16(capability, flags)
+        native, why = cpu_bf16(capability, flags, onednn_cap)
     if requested == "fp32":
         return PrecisionChoice("fp32", "asked for")
     if requested == "bf16":

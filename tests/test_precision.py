@@ -42,6 +42,15 @@ def test_auto_is_bf16_on_a_cpu_with_native_bf16(capability, flags, named):
     assert choice.reason.startswith("this CPU runs bf16 natively") and named in choice.reason
 
 
+def test_a_onednn_capped_below_bf16_makes_auto_fp32_on_a_bf16_cpu():
+    """ONEDNN_MAX_CPU_ISA=AVX2 (how bench_train stands in for an AVX2-only CPU) leaves oneDNN no bf16 kernels."""
+    capped = choose_precision("auto", "cpu", capability="AVX512", flags=SAPPHIRE_RAPIDS_FLAGS, onednn_cap="avx2")
+    assert capped.describe() == "precision: fp32 (oneDNN is capped at AVX2 by ONEDNN_MAX_CPU_ISA, which has no bf16)"
+    for level in ("AVX512_CORE_BF16", "AVX512_CORE_AMX", "ALL", ""):  # caps at or above bf16, or none
+        assert choose_precision("auto", "cpu", capability="AVX512", flags=SAPPHIRE_RAPIDS_FLAGS,
+                                onednn_cap=level).name == "bf16"
+
+
 def test_cuda_follows_the_device_and_explicit_choices_win():
     assert choose_precision("auto", "cuda", cuda_bf16=True).name == "bf16"
     assert choose_precision("auto", "cuda", cuda_bf16=False).name == "fp32"
@@ -55,15 +64,15 @@ def test_cuda_follows_the_device_and_explicit_choices_win():
 
 
 def test_this_machines_answer_agrees_with_its_flags():
-    native, reason = cpu_bf16()
+    native, reason = cpu_bf16(onednn_cap="")  # the CPU itself, whatever ONEDNN_MAX_CPU_ISA says
     flags = cpu_flags()
     capability = torch.backends.cpu.get_cpu_capability()
     assert native == bool({"amx_bf16", "avx512_bf16"} & flags or "AMX" in capability)
-    assert choose_precision("auto", "cpu").name == ("bf16" if native else "fp32")
+    assert choose_precision("auto", "cpu", onednn_cap="").name == ("bf16" if native else "fp32")
     assert capability in reason or any(f in reason for f in flags)
     if "avx2" in flags and not {"avx512_bf16", "amx_bf16"} & flags:  # this project's AMD EPYC
-        assert choose_precision("auto", "cpu").describe() == f"precision: fp32 (this CPU has no native bf16: " \
-                                                             f"{capability} only)"
+        expected = f"precision: fp32 (this CPU has no native bf16: {capability} only)"
+        assert choose_precision("auto", "cpu", onednn_cap="").describe() == expected
 
 
 def test_cpu_flags_reads_a_cpuinfo_file(tmp_path):
