@@ -28,16 +28,27 @@ What we found (2-core AMD EPYC, torch 2.13 CPU, while other developers loaded th
 - Training's in-place ReLUs (fercore.models.relus_in_place): hw3 8% faster in fp32, 11% in bf16; fernet_fullres 2-3%.
 
 On a 2-core AMD EPYC with AVX-512 BF16 (Zen 4, no AMX), torch 2.13, alternated in one run:
-- bf16 autocast is native there: hw3 2.0x and fernet_fullres 2.1-2.2x the fp32 rate.
-- The homework's Keras hw3 (--keras, TensorFlow 2.21) trains at 112-121 img/s: fercore's hw3 is 0.69-0.76x that in
-  fp32 and 1.5x in bf16. In PyTorch the convolutions take ~62% of an fp32 step; ReLU's backward 8%, BatchNorm 11%,
+- bf16 autocast is native there: hw3 2.0-2.2x and fernet_fullres 2.1-2.2x the fp32 rate.
+- The homework's Keras hw3 (--keras, TensorFlow 2.21) trains at 112-132 img/s. With glibc's malloc as it is
+  (--system-malloc), fercore's hw3 was 0.69-0.76x that in fp32 and 1.5-1.6x in bf16 (Keras 120.5 img/s, hw3 90.5 /
+  194.4). A torch.profiler trace of that fp32 step showed why: ReLU's backward (threshold_backward) ran at 4 GB/s
+  and the zero-filling of max pooling's backward at 2 GB/s, because every block over 32 MB was a fresh mapping,
+  faulted in 4 KB at a time (270,000 page faults a step). fercore.allocator keeps freed memory in the heap instead.
+  With it: hw3 146.1 img/s fp32 and 279.9 bf16, Keras 132.2: **1.11x Keras in fp32, 2.12x in bf16**;
+  fernet_fullres 339 / 613 img/s. In the same minutes without it: hw3 101.4 / 190.8, fernet_fullres 257 / 547.
+- Standing in for an AVX2-only CPU, `ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2` (both frameworks' oneDNN and
+  torch's own kernels kept to AVX2; `auto` then picks fp32 and the first line says why): Keras 106.3 img/s, hw3
+  120.1 img/s fp32, **1.13x Keras** (77.6 with --system-malloc, 0.73x), fernet_fullres 303 (266). An emulation on
+  Zen 4's cores, not a Zen 3.
+- In PyTorch the convolutions take ~62% of an fp32 step (before the allocator); ReLU's backward 8%, BatchNorm 11%,
   pooling, dropout and zero-filling most of the rest.
 - torch.compile of hw3 compiles in 20-30 s there but steps at 0.94x (fp32) and 0.80x (bf16) the eager rate.
 - Batch 256 is slower per image than 128 (activations leave the caches); 64 is as fast or a little faster.
 - On a shared, oversubscribed machine, 1 thread often trains faster in wall time than 2 (OpenMP threads wait for
   each other at every op when one of them is descheduled).
 
-On a 2-core Intel Xeon with AMX (amx_bf16, avx512_bf16), torch 2.13, TensorFlow 2.21, alternated in one run:
+On a 2-core Intel Xeon with AMX (amx_bf16, avx512_bf16), torch 2.13, TensorFlow 2.21, alternated in one run, before
+fercore.allocator (so with glibc's malloc unmapping freed activations):
 - With nn.Dropout, hw3 trained at 76.6 img/s in fp32 and 174.5 in bf16 (2.3x); the homework's Keras hw3 at 84.4-90.3
   img/s: 0.85x Keras in fp32, 1.93x in bf16. fernet_fullres: 198.8 / 384.3 img/s (1.9x).
 - The profile of that bf16 step: convolutions 51%, then nn.Dropout's Bernoulli draws 12% (one 32-bit draw per
@@ -57,6 +68,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fercore.allocator import keep_freed_memory
 from fercore.models import build_model, count_flops, model_names, relus_in_place
 from fercore.precision import autocast, choose_precision, describe_cpu
 from fercore.transforms import AugmentConfig, augment_batch
@@ -173,12 +185,16 @@ def main(argv=None):
     parser.add_argument("--bf16-steps", type=int, default=1,
                         help="steps of the one bf16 round on a CPU without native bf16")
     parser.add_argument("--fused-adam", action="store_true", help="Adam(fused=True): one kernel for all parameters")
+    parser.add_argument("--system-malloc", action="store_true",
+                        help="leave glibc's malloc as it is (fercore.allocator not applied): freed memory unmapped")
     parser.add_argument("--keras", metavar="PYTHON",
                         help="an interpreter with TensorFlow: time the homework's Keras hw3 (bench_keras.py) as the peer")
     parser.add_argument("--augment", default="flip=0.5,shift=0.1,rotate=10,zoom=0.1,erase=0.25")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
+    if not args.system_malloc:
+        keep_freed_memory()  # as fercore.training trains
     a = torch.randn(MATMUL_SIZE, MATMUL_SIZE)
     matmul = Best()
     for _ in range(2):
@@ -199,7 +215,8 @@ def main(argv=None):
 
     print(describe_cpu())
     print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}, best of {args.rounds} rounds"
-          f"{', fused Adam' if args.fused_adam else ''}")
+          f"{', fused Adam' if args.fused_adam else ''}"
+          f"{', system malloc (freed memory unmapped)' if args.system_malloc else ', freed memory kept'}")
     print(f"fp32 matmul {MATMUL_SIZE}x{MATMUL_SIZE}: {matmul.wall:.0f} GFLOP/s wall, "
           f"{matmul.cpu:.0f} GFLOP/s per CPU-s")
     print()

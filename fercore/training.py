@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from fercore import checkpoints, distributed
+from fercore.allocator import keep_freed_memory
 from fercore.config import TrainConfig
 from fercore.data import DataError, FerDataset, load_dataset
 from fercore.labels import PRIVATE_TEST, PUBLIC_TEST, SPLIT_NAMES, TRAINING
@@ -105,6 +106,7 @@ class Trainer:
         distributed.check_batch_size(config.batch_size, self.world)
         if config.threads > 0:
             torch.set_num_threads(config.threads)
+        keep_freed_memory()  # each step reuses the last one's activations' memory: no page faults
         self.device = distributed.process_device(pick_device(config.device), self.world)
         if self.device.type == "cuda":  # fixed input shapes: let cuDNN pick its fastest convolution algorithms
             torch.backends.cudnn.benchmark = True

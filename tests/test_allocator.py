@@ -1,0 +1,51 @@
+"""fercore.allocator: once a process keeps freed memory, each training step reuses the last step's pages."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Real training steps of hw3 on batches of 64 (its 48x48 activations are 38 MB each, over the 32 MB from which
+# glibc maps a block of its own and unmaps it on free), in a fresh process: the page faults of the last three.
+PROBE = """
+import resource, sys, torch
+from torch import nn
+from fercore.models import build_model, relus_in_place
+if sys.argv[1] == "keep":
+    from fercore.allocator import keep_freed_memory
+    assert keep_freed_memory()
+torch.manual_seed(0)
+model = relus_in_place(build_model("hw3")).to(memory_format=torch.channels_last).train()
+optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+faults = []
+for step in range(8):
+    x, y = torch.randn(64, 1, 48, 48).contiguous(memory_format=torch.channels_last), torch.randint(0, 7, (64,))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    optimizer.zero_grad(set_to_none=True)
+    nn.functional.cross_entropy(model(x), y).backward()
+    optimizer.step()
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(sum(faults[-3:]))
+"""
+ACTIVATION_PAGES = 64 * 64 * 48 * 48 * 4 // 4096  # one 48x48 activation of the batch, in 4 KB pages
+
+
+def page_faults(mode: str) -> int:
+    done = subprocess.run([sys.executable, "-c", PROBE, mode], cwd=ROOT, capture_output=True, text=True, check=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+    return int(done.stdout.split()[-1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="keep_freed_memory tunes glibc's malloc (Linux)")
+def test_training_steps_reuse_the_last_steps_memory_without_page_faults():
+    kept, system = page_faults("keep"), page_faults("system")
+    # unmapped on free, each step's large activations fault in again (4 KB pages; 2 MB where the kernel gives every
+    # mapping huge pages, hence a ratio rather than a page count)
+    assert system > 10 * kept, (kept, system)
+    assert kept < 0.05 * ACTIVATION_PAGES, f"{kept} page faults in three steps (one activation: {ACTIVATION_PAGES})"
