@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 # Real training steps of hw3 on batches of 64 (its 48x48 activations are 38 MB each, over the 32 MB from which
-# glibc maps a block of its own and unmaps it on free), in a fresh process: the page faults of the last three.
+# glibc maps a block of its own and unmaps it on free), in a fresh process: the page faults of the last three of ten.
 PROBE = """
 import resource, sys, torch
 from torch import nn
@@ -24,7 +24,7 @@ torch.manual_seed(0)
 model = relus_in_place(build_model("hw3")).to(memory_format=torch.channels_last).train()
 optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 faults = []
-for step in range(8):
+for step in range(10):
     x, y = torch.randn(64, 1, 48, 48).contiguous(memory_format=torch.channels_last), torch.randint(0, 7, (64,))
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     optimizer.zero_grad(set_to_none=True)
@@ -45,7 +45,8 @@ def page_faults(mode: str) -> int:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="keep_freed_memory tunes glibc's malloc (Linux)")
 def test_training_steps_reuse_the_last_steps_memory_without_page_faults():
     kept, system = page_faults("keep"), page_faults("system")
-    # unmapped on free, each step's large activations fault in again (4 KB pages; 2 MB where the kernel gives every
-    # mapping huge pages, hence a ratio rather than a page count)
-    assert system > 10 * kept, (kept, system)
-    assert kept < 0.05 * ACTIVATION_PAGES, f"{kept} page faults in three steps (one activation: {ACTIVATION_PAGES})"
+    if system < 10 * ACTIVATION_PAGES // 512:
+        pytest.skip(f"the kernel maps with huge pages here ({system} faults in three steps): too few to compare")
+    # unmapped on free, each step's large activations fault in again: about 35 activations' pages in three steps
+    assert kept < 0.1 * system, (kept, system)
+    assert kept <= ACTIVATION_PAGES, f"{kept} page faults in three steps (one activation: {ACTIVATION_PAGES})"

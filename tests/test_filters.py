@@ -241,14 +241,16 @@ def test_gradient_ascent_through_the_activation_and_with_every_regulariser(train
 
 @pytest.mark.parametrize("param", list(filters.PARAMETERISATIONS))
 def test_the_whole_layer_batch_equals_optimising_one_filter_alone(trained, param):
-    options = dict(steps=40, seed=7, jitter=1, scales=(0.95, 1.05), blur_every=5, l2_decay=0.005, tv_weight=0.02,
+    # Ten steps, two of them blurred. A batched FFT rounds differently from a single one, and once such a difference
+    # flips a ReLU or a pooling choice, later steps grow it: on an AMD EPYC Zen 4, filter 11's spectral image was
+    # 1e-6 from the batch's at step 10 and 0.09 at step 40 (2e-3 at 20). At ten steps the runs still agree to 1e-6,
+    # while two different filters' images differ by 0.87 or more.
+    options = dict(steps=10, seed=7, jitter=1, scales=(0.95, 1.05), blur_every=5, l2_decay=0.005, tv_weight=0.02,
                    param=param)
     whole = filters.visualize_filters(trained, "conv2", **options)
     for f in (4, 11):
         alone = filters.visualize_filters(trained, "conv2", [f], **options)
-        # A batched FFT rounds differently from a single one, and 40 ascent steps grow that: to 1e-4 on AVX2 and
-        # 2.8e-4 (2 of 2304 pixels) on AVX-512; the tolerance still tells apart two filters, or a mixed-up batch.
-        np.testing.assert_allclose(alone.images[0], whole.images[f], atol=1e-3 if param == "spectral" else 1e-5)
+        np.testing.assert_allclose(alone.images[0], whole.images[f], atol=1e-4 if param == "spectral" else 1e-5)
         np.testing.assert_allclose(alone.activations[0], whole.activations[f], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(alone.start_activations[0], whole.start_activations[f], rtol=1e-5, atol=1e-6)
 
