@@ -36,17 +36,46 @@ print(sum(faults[-3:]))
 ACTIVATION_PAGES = 64 * 64 * 48 * 48 * 4 // 4096  # one 48x48 activation of the batch, in 4 KB pages
 
 
-def page_faults(mode: str) -> int:
-    done = subprocess.run([sys.executable, "-c", PROBE, mode], cwd=ROOT, capture_output=True, text=True, check=True,
+def page_faults(probe: str, mode: str) -> int:
+    """What a probe prints last, run in a fresh process."""
+    done = subprocess.run([sys.executable, "-c", probe, mode], cwd=ROOT, capture_output=True, text=True, check=True,
                           env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
     return int(done.stdout.split()[-1])
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="keep_freed_memory tunes glibc's malloc (Linux)")
 def test_training_steps_reuse_the_last_steps_memory_without_page_faults():
-    kept, system = page_faults("keep"), page_faults("system")
+    kept, system = page_faults(PROBE, "keep"), page_faults(PROBE, "system")
     if system < 10 * ACTIVATION_PAGES // 512:
         pytest.skip(f"the kernel maps with huge pages here ({system} faults in three steps): too few to compare")
     # unmapped on free, each step's large activations fault in again: about 35 activations' pages in three steps
     assert kept < 0.1 * system, (kept, system)
     assert kept <= ACTIVATION_PAGES, f"{kept} page faults in three steps (one activation: {ACTIVATION_PAGES})"
+
+
+# A Trainer made in a fresh process, then a 64 MB block asked for and freed six times: the page faults of the last
+# three. (The second may still fault: a small allocation can take the front of the first freed block.)
+TRAINER_PROBE = """
+import resource, sys, tempfile, torch
+if sys.argv[1] == "trainer":
+    from fercore.config import TrainConfig
+    from fercore.training import Trainer
+    with tempfile.TemporaryDirectory() as run:
+        Trainer(run, TrainConfig(model="fernet", epochs=1, threads=1))
+faults = []
+for _ in range(6):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    block = torch.ones(16 * 2**20)
+    del block
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(sum(faults[-3:]))
+"""
+BLOCK_PAGES = 64 * 2**20 // 4096
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="keep_freed_memory tunes glibc's malloc (Linux)")
+def test_a_trainer_makes_its_process_keep_freed_memory():
+    kept, without = page_faults(TRAINER_PROBE, "trainer"), page_faults(TRAINER_PROBE, "plain")
+    if without < BLOCK_PAGES:
+        pytest.skip(f"the kernel maps with huge pages here ({without} faults for three 64 MB blocks): too few")
+    assert kept < 0.1 * without, (kept, without)  # the freed block stayed in the heap and came back without faults
