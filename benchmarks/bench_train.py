@@ -35,11 +35,17 @@ On a 2-core AMD EPYC with AVX-512 BF16 (Zen 4, no AMX), torch 2.13, alternated i
   and the zero-filling of max pooling's backward at 2 GB/s, because every block over 32 MB was a fresh mapping,
   faulted in 4 KB at a time (270,000 page faults a step). fercore.allocator keeps freed memory in the heap instead.
   With it: hw3 146.1 img/s fp32 and 279.9 bf16, Keras 132.2: **1.11x Keras in fp32, 2.12x in bf16**;
-  fernet_fullres 339 / 613 img/s. In the same minutes without it: hw3 101.4 / 190.8, fernet_fullres 257 / 547.
+  fernet_fullres 339 / 613 img/s. Another day (--rounds 5): hw3 149.7 / 286.7, Keras 134.0: 1.12x and 2.14x. In the same minutes without it: hw3 101.4 / 190.8, fernet_fullres 257 / 547.
 - Standing in for an AVX2-only CPU, `ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2` (both frameworks' oneDNN and
   torch's own kernels kept to AVX2; `auto` then picks fp32 and the first line says why): Keras 106.3 img/s, hw3
   120.1 img/s fp32, **1.13x Keras** (77.6 with --system-malloc, 0.73x), fernet_fullres 303 (266). An emulation on
-  Zen 4's cores, not a Zen 3.
+  Zen 4's cores, not a Zen 3. Measured again on another day (--rounds 5): Keras 118.5, hw3 128.7 (85% of the
+  matmul rate, which AVX-512 does not raise on Zen 4: 196 GFLOP/s capped, 192 not): 1.09x.
+- Where that fp32 step goes under the AVX2 cap (torch.profiler, 4 steps): the convolutions take 87% (backward
+  63%, forward 24%), the 64-channel conv at 48x48 alone about 45% (its backward at about 130 GFLOP/s, the
+  128-channel 24x24 conv's at about 200). ReLU's backward is 3%, BatchNorm 3%, the rest 7%. Both frameworks run the same oneDNN
+  convolutions, so even with every other op fused away this step would be at most 1.15x faster: the 1.2x goal
+  over Keras there rests on the convolutions, not on fusing what lies between them.
 - In PyTorch the convolutions take ~62% of an fp32 step (before the allocator); ReLU's backward 8%, BatchNorm 11%,
   pooling, dropout and zero-filling most of the rest.
 - torch.compile of hw3 compiles in 20-30 s there but steps at 0.94x (fp32) and 0.80x (bf16) the eager rate.
