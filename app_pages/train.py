@@ -173,7 +173,7 @@ def resume_controls(run_dir: Path) -> None:
 
 def continue_shipped() -> None:
     """Copy a shipped checkpoint into runs/ and resume it there: the shipped files are never written to."""
-    shipped = list_runs(settings.checkpoints_root())
+    shipped = [run for run in list_runs(settings.checkpoints_root()) if can_resume(run)]  # not a best.pt alone
     if not shipped:
         return
     with st.expander("Continue training a shipped checkpoint"):

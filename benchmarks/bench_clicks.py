@@ -32,7 +32,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=8)
     parser.add_argument("--checkpoints", default=str(ROOT / "checkpoints"))
-    parser.add_argument("--replay", default="fernet_fullres", help="the shipped checkpoint whose snapshots to switch between")
+    parser.add_argument("--replay", default="fernet_wide", help="the shipped checkpoint whose snapshots to switch between")
     parser.add_argument("--while-training", action="store_true", help="with a Train-page run going on beside")
     args = parser.parse_args()
     if not CHROMIUM.exists():

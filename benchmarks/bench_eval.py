@@ -81,7 +81,7 @@ def reopen_ms(model, normalizer, data: FerDataset, tta: bool) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="hw3,fernet_fullres")
+    parser.add_argument("--models", default="hw3,fernet_wide")
     parser.add_argument("--images", type=int, default=3589)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-sizes", default=str(evaluation.DEFAULT_BATCH_SIZE))

@@ -103,7 +103,7 @@ def time_layer(model: nn.Module, layer: str, count: int, steps: int) -> Timing:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default="hw3,fernet_fullres")
+    parser.add_argument("--models", default="hw3,fernet_wide")
     parser.add_argument("--layers", default="", help="comma-separated conv layer names (default: all)")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--filters", type=int, default=64)

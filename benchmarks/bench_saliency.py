@@ -54,7 +54,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--models", nargs="+", default=["hw3", "fernet_fullres"])  # the shipped architectures
+    parser.add_argument("--models", nargs="+", default=["hw3", "fernet_wide"])  # the shipped architectures
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

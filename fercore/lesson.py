@@ -2,7 +2,7 @@
 each checkpoint (and, if asked, each epoch snapshot its run kept), stored in fercore's disk cache
 (fercore.disk_cache), where every app server on the same cache folder reads it instead of computing.
 
-    summary = precompute(["checkpoints/fernet_fullres", "checkpoints/hw3"], data=None, snapshots=True)
+    summary = precompute(["checkpoints/fernet_wide", "checkpoints/hw3"], data=None, snapshots=True)
 
 The parts, per model and split of the data (PrivateTest and PublicTest where present):
 

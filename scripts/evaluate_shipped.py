@@ -1,6 +1,6 @@
 """Print the model-card figures of a checkpoint on the full FER2013 (markdown).
 
-    python scripts/evaluate_shipped.py checkpoints/fernet_fullres --data ../shared/data/fer2013.npz
+    python scripts/evaluate_shipped.py checkpoints/fernet_wide --data ../shared/data/fer2013.npz
 
 PublicTest and PrivateTest accuracy, per-class recall, the PrivateTest confusion matrix, and the accuracy on the
 PrivateTest images that have no byte-identical copy in Training (FER2013 repeats some images across splits).

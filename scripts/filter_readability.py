@@ -2,7 +2,7 @@
 at `visualize_filters`' defaults: the share of pixels at the input range's bounds (within 1% of the range of a
 bound), how many images are flat (per-image standard deviation under 2% of the range) and the seconds taken.
 
-    python scripts/filter_readability.py [--checkpoints checkpoints/hw3,checkpoints/fernet_fullres] [--layers first,last]
+    python scripts/filter_readability.py [--checkpoints checkpoints/hw3,checkpoints/fernet_wide] [--layers first,last]
                                          [--png /tmp/filters]
 
 --layers: "all", or a comma-separated list of layer names and the words first / last. --png writes each layer's
@@ -48,7 +48,7 @@ def chosen_layers(names: list[str], spec: str) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoints", default="checkpoints/hw3,checkpoints/fernet_fullres")
+    parser.add_argument("--checkpoints", default="checkpoints/hw3,checkpoints/fernet_wide")
     parser.add_argument("--layers", default="all")
     parser.add_argument("--png", type=Path, default=None)
     args = parser.parse_args()

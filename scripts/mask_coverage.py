@@ -26,7 +26,7 @@ from fercore.saliency import explain
 from fercore.render import saliency_panels
 
 ROOT = Path(__file__).resolve().parent.parent
-CHECKPOINTS = ("hw3", "fernet_fullres")
+CHECKPOINTS = ("hw3", "fernet_wide")
 GOAL = (0.2, 0.6)  # a mask that keeps the eyes, the mouth and the cheeks but not the whole face
 DISPLAYS = {  # name -> fercore.render settings; {} is the library's default
     "default": {},

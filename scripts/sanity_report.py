@@ -1,6 +1,6 @@
 """Saliency sanity checks of a checkpoint, as markdown tables for the model card.
 
-    python scripts/sanity_report.py checkpoints/fernet_fullres [--images 64]
+    python scripts/sanity_report.py checkpoints/fernet_wide [--images 64]
 
 Cascading model randomisation (Adebayo et al. 2018): Spearman rank correlation between the trained model's maps and
 the maps after re-initialising layers from the top down. Deletion / insertion AUC (Petsiuk et al. 2018) against a

@@ -12,7 +12,7 @@ from test_browser_pages import assert_no_error, open_page, page, server  # noqa:
 
 def test_inspect_pages_occlusion_map_and_a_covered_mouth(server, page):  # noqa: F811
     open_page(page, server, "/inspect", "Inspect")
-    choose_checkpoint(page, "fernet_fullres")
+    choose_checkpoint(page, "fernet_wide")
     main = page.get_by_test_id("stMain")
     main.get_by_text("Occlusion map", exact=True).wait_for(timeout=300_000)
     heading = main.get_by_role("heading", name="Occlusion: cover part of the face, what changes?")
@@ -28,7 +28,7 @@ def test_inspect_pages_occlusion_map_and_a_covered_mouth(server, page):  # noqa:
 
 def test_labels_page_with_both_scores(server, page):  # noqa: F811
     open_page(page, server, "/labels", "Labels")
-    choose_checkpoint(page, "fernet_fullres")
+    choose_checkpoint(page, "fernet_wide")
     main = page.get_by_test_id("stMain")
     main.get_by_role("heading", name="The disputed faces").wait_for(timeout=300_000)
     wait_idle(page, 120_000)

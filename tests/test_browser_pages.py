@@ -13,7 +13,7 @@ from browser_kit import ROOT, choose_checkpoint, move_epoch_slider, streamlit_se
 from test_browser import SHIPPED_DATA, browser, missing, shot, shipped_checkpoints  # noqa: F401 -- fixture by name
 
 ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
-PARAMETERS = {"hw3": "2,619,975 parameters", "fernet_fullres": "1,165,159 parameters"}
+PARAMETERS = {"hw3": "2,619,975 parameters", "fernet_wide": "4,689,735 parameters"}
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def server(tmp_path_factory):
     if not SHIPPED_DATA.exists():
         missing(f"the shipped data {SHIPPED_DATA} is missing")
     if len(shipped_checkpoints()) < 2:
-        missing("the shipped checkpoints (checkpoints/hw3 and checkpoints/fernet_fullres) are missing")
+        missing("the shipped checkpoints (checkpoints/hw3 and checkpoints/fernet_wide) are missing")
     runs = tmp_path_factory.mktemp("pages-runs")
     log = tmp_path_factory.mktemp("pages-log") / "streamlit.log"
     with streamlit_server({"FERCORE_CHECKPOINTS": str(ROOT / "checkpoints"), "FERCORE_RUNS": str(runs)}, log) as url:
@@ -75,7 +75,7 @@ def test_the_menu_lists_model_and_compare_after_filters(server, page):
         "Confusion", "Inspect", "Filters", "Model", "Compare", "Labels", "Try it", "Train"]
 
 
-@pytest.mark.parametrize("name", ["fernet_fullres", "hw3"])
+@pytest.mark.parametrize("name", ["fernet_wide", "hw3"])
 def test_model_page_on_each_shipped_checkpoint(server, page, name):
     open_page(page, server, "/model", "Model")
     choose_checkpoint(page, name)
@@ -91,7 +91,7 @@ def test_model_page_on_each_shipped_checkpoint(server, page, name):
     shot(page, f"model_{name}")
 
 
-@pytest.mark.parametrize("name", ["fernet_fullres", "hw3"])
+@pytest.mark.parametrize("name", ["fernet_wide", "hw3"])
 def test_compare_page_at_its_defaults(server, page, name):
     open_page(page, server, "/compare", "Compare")
     choose_checkpoint(page, name)
@@ -114,20 +114,20 @@ def test_the_model_pages_report_downloads_the_five_answers(server, page):
     from fercore.report import SECTIONS
 
     open_page(page, server, "/model", "Model")
-    choose_checkpoint(page, "fernet_fullres")
+    choose_checkpoint(page, "fernet_wide")
     button = page.get_by_role("button", name="Report: the five questions (HTML)")
     button.wait_for(timeout=300_000)
     with page.expect_download(timeout=600_000) as download:
         button.click()
     html = open(download.value.path(), encoding="utf-8").read()
-    assert download.value.suggested_filename.startswith("report_fernet_fullres")
+    assert download.value.suggested_filename.startswith("report_fernet_wide")
     positions = [html.index(f'id="{section}"') for section in SECTIONS]
     assert positions == sorted(positions) and len(SECTIONS) == 5
-    assert "fernet_fullres" in html and "http://" not in html and "https://" not in html
+    assert "fernet_wide" in html and "http://" not in html and "https://" not in html
     assert_no_error(page, "Model page after the report")
 
 
-@pytest.mark.parametrize("name", ["fernet_fullres", "hw3"])
+@pytest.mark.parametrize("name", ["fernet_wide", "hw3"])
 def test_the_epoch_slider_replays_each_shipped_checkpoints_training(server, page, name):
     """Each shipped checkpoint kept snapshots: its Epoch slider, moved to epoch 1 with the keyboard as a user
     would, shows the matrix of the model after one epoch (a lower accuracy), and back at "as saved" the checkpoint's."""

@@ -22,7 +22,7 @@ def upload(page, name: str, data: bytes, mime: str) -> float:
 
 def test_a_photo_with_two_faces_shows_the_first_its_crop_and_the_saliency_pictures(server, page):  # noqa: F811
     open_page(page, server, "/try_it", "Try it")
-    choose_checkpoint(page, "fernet_fullres")
+    choose_checkpoint(page, "fernet_wide")
     main = page.get_by_test_id("stMain")
     seconds = upload(page, "two_people.jpg", encode(two_face_photo()[0], "JPEG"), "image/jpeg")
     main.get_by_text("What the model sees (48x48 grey)").wait_for(timeout=120_000)

@@ -65,13 +65,13 @@ def test_recipe_of_the_shipped_hw3_reads_like_the_homework():
     assert recipe["device and precision"].endswith(", auto (bf16)")  # trained where auto meant bf16
 
 
-def test_recipe_of_the_shipped_fernet_fullres_shows_its_own_choices():
-    recipe = compare.recipe(*shipped("fernet_fullres"))
+def test_recipe_of_the_shipped_fernet_wide_shows_its_own_choices():
+    recipe = compare.recipe(*shipped("fernet_wide"))
     assert recipe["schedule"].startswith("one-cycle") and recipe["weight decay"] == "0.0001"
     assert recipe["label smoothing"] == "0.1"
     assert recipe["augmentation"] == "flip 0.5, shift 0.1, rotate 10°, zoom 0.1, erase 0.25"
     assert recipe["device and precision"].endswith(", auto (bf16)")  # trained where auto meant bf16
-    assert compare.settings(*shipped("fernet_fullres"))["device and precision"] == recipe["device and precision"]
+    assert compare.settings(*shipped("fernet_wide"))["device and precision"] == recipe["device and precision"]
 
 
 def test_recipe_without_a_config_says_not_recorded_instead_of_failing():

@@ -15,6 +15,7 @@ from fercore.checkpoints import load_model
 from fercore.analysis_mode import analysis_mode
 from fercore.filters import objectives, params, transforms
 from fercore.models import build_model, conv_layers
+from fercore.runs import run_checkpoint
 from fixtures import learnable_faces
 
 torch.set_num_threads(1)
@@ -402,12 +403,12 @@ def test_defaults_follow_the_receptive_field(hw3, fernet):
     np.testing.assert_array_equal(given.images, default.images)
 
 
-SHIPPED = {name: Path(__file__).resolve().parent.parent / "checkpoints" / name for name in ("hw3", "fernet_fullres")}
+SHIPPED = {name: Path(__file__).resolve().parent.parent / "checkpoints" / name for name in ("hw3", "fernet_wide")}
 
 
 @pytest.mark.parametrize("name", list(SHIPPED))
 def test_a_shipped_first_layer_at_the_defaults_shows_patterns_not_bounds_or_flat_squares(name):
-    if not (SHIPPED[name] / "last.pt").exists():
+    if run_checkpoint(SHIPPED[name]) is None:
         pytest.skip(f"the shipped checkpoint {SHIPPED[name]} is not here")
     loaded = load_model(SHIPPED[name])
     lo, hi = (float(v) for v in loaded.preprocess(np.array([[[0]], [[255]]], np.uint8)).flatten())

@@ -27,7 +27,7 @@ from fixtures import ROOT, learnable_faces, train_on_faces
 from test_bad_inputs import cli_error, corpus, of_kind  # noqa: F401 -- the malformed-input corpus and its checks
 
 SHIPPED_DATA = ROOT / "data" / "fer2013_test.npz"
-SHIPPED_FERNET = ROOT / "checkpoints" / "fernet_fullres"
+SHIPPED_FERNET = ROOT / "checkpoints" / "fernet_wide"
 SHOTS = ROOT / "tests" / "screenshots"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -320,7 +320,7 @@ def test_the_report_refuses_each_bad_input_of_the_corpus(corpus, capsys, tmp_pat
 @pytest.fixture(scope="module")
 def shipped_report(tmp_path_factory):
     if not (SHIPPED_FERNET.is_dir() and SHIPPED_DATA.is_file()):
-        pytest.skip("the shipped checkpoints/fernet_fullres or data/fer2013_test.npz is absent")
+        pytest.skip("the shipped checkpoints/fernet_wide or data/fer2013_test.npz is absent")
     torch.set_num_threads(1)
     loaded, dataset = load_model(SHIPPED_FERNET), load_dataset(SHIPPED_DATA)
     text = build_report(loaded, dataset)

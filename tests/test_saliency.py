@@ -11,6 +11,7 @@ from torch import nn
 
 from fercore import saliency
 from fercore.models import build_model
+from fercore.runs import run_checkpoint
 from fercore.saliency import Target
 from numerics import fp32_tolerance
 
@@ -525,7 +526,7 @@ def test_spearman_matches_the_definition():
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("name", ["hw3", "fernet_fullres"])
+@pytest.mark.parametrize("name", ["hw3", "fernet_wide"])
 def test_default_mask_keeps_a_fifth_to_three_fifths_of_a_real_face(name):
     """The homework's question 4 asks for a mask that keeps the eyes, the mouth and the cheeks: at fercore.render's
     defaults it keeps 20-60% of at least 95% of 200 PrivateTest faces (the min-max scaling kept about 1%)."""
@@ -535,7 +536,7 @@ def test_default_mask_keeps_a_fifth_to_three_fifths_of_a_real_face(name):
     from fercore.labels import PRIVATE_TEST
 
     checkpoint = ROOT / "checkpoints" / name
-    if not (checkpoint / "last.pt").exists() or not DEFAULT_DATA_PATH.exists():
+    if run_checkpoint(checkpoint) is None or not DEFAULT_DATA_PATH.exists():
         pytest.skip(f"needs the shipped checkpoint {checkpoint} and data {DEFAULT_DATA_PATH}")
     loaded = load_model(checkpoint)
     faces = load_dataset().select_split(PRIVATE_TEST).pixels[:200]
@@ -568,8 +569,8 @@ def test_explain_faces_reads_raw_faces_and_the_black_baseline():
     and predict gives explain's probabilities."""
     from fercore.checkpoints import load_model
 
-    checkpoint = ROOT / "checkpoints" / "fernet_fullres"
-    if not (checkpoint / "last.pt").exists():
+    checkpoint = ROOT / "checkpoints" / "fernet_wide"
+    if run_checkpoint(checkpoint) is None:
         pytest.skip(f"needs the shipped checkpoint {checkpoint}")
     loaded = load_model(checkpoint)
     faces = np.random.default_rng(0).integers(0, 256, (3, 48, 48), dtype=np.uint8)

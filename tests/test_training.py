@@ -141,14 +141,14 @@ def test_a_bad_setting_is_named_with_its_allowed_values(field, value, message):
     TrainConfig(device="cuda:1").validate()  # a numbered GPU is a device too
 
 
-def test_recipes_are_valid_configs_and_the_shipped_fernet_fullres_is_the_accurate_recipe_in_bf16():
+def test_recipes_are_valid_configs_and_the_shipped_fernet_wide_is_the_accurate_recipe_in_bf16():
     from fercore.config import RECIPES
     from fercore.runs import run_config, run_history
 
     for recipe in RECIPES.values():
         for precision in ("fp32", "bf16"):
             recipe.in_precision(precision).config().validate()
-    folder = ROOT / "checkpoints" / "fernet_fullres"
+    folder = ROOT / "checkpoints" / "fernet_wide"
     shipped = TrainConfig.from_dict(run_config(folder))
     assert shipped.precision == "auto" and {h["precision"] for h in run_history(folder)} == {"bf16"}
     accurate = RECIPES["accurate"].in_precision("bf16").config(data=shipped.data, threads=shipped.threads,
