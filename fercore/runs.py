@@ -118,6 +118,13 @@ def run_history(folder) -> list:
     return read_json(Path(folder) / HISTORY_FILE, [])
 
 
+def best_epoch(history: list) -> int | None:
+    """The epoch best.pt holds: the first with the highest validation accuracy (training replaces best.pt only
+    when an epoch does strictly better); None without validation records."""
+    scored = [r for r in history if isinstance(r, dict) and r.get("val_acc") is not None]
+    return max(scored, key=lambda r: r["val_acc"]).get("epoch") if scored else None
+
+
 def run_config(folder) -> dict:
     """The run's TrainConfig as a dict (config.json), {} before training began."""
     return read_json(Path(folder) / CONFIG_FILE, {})

@@ -161,7 +161,9 @@ def test_the_epoch_slider_replays_training(env, tmp_path, monkeypatch):
 
     at = open_app(**on_data(env, **{keys.CHECKPOINT: str(run), keys.EPOCH: 1}))
     assert at.select_slider(key=keys.EPOCH).options == ["1", "2", "3", "as saved"]
-    assert [c.value for c in at.sidebar.caption if "epochs trained" in c.value] == ["replay: 3 of 3 epochs trained"]
+    shown = load_model(run).epoch  # best.pt's own record of its epoch
+    progress = "replay: 3 of 3 epochs trained" + (f"; shown: epoch {shown}, the best on validation" * (shown != 3))
+    assert [c.value for c in at.sidebar.caption if "epochs trained" in c.value] == [progress]
     assert "Replaying epoch 1" in texts(at) and accuracy(model_at_epoch(run, 1)) in texts(at)
     at.session_state[keys.EPOCH] = None
     at.run()
@@ -172,6 +174,21 @@ def test_the_epoch_slider_replays_training(env, tmp_path, monkeypatch):
     loaded = model_at_epoch(run, 1)
     expected = gradient(loaded.model, loaded.preprocess(data.pixels[5:6]), Target.predicted())[0]
     np.testing.assert_allclose(result.saliency, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_the_sidebar_says_which_epoch_of_a_shipped_run_is_shown():
+    """A shipped folder with best.pt alone: the sidebar says how far its run went and, where best.pt is not the
+    last epoch, which one the pages show."""
+    from fercore.checkpoints import load_model
+    from fercore.runs import run_config, run_history
+    from ui.sidebar import _training_progress
+
+    folder = ROOT / "checkpoints" / "fernet_wide"
+    planned, last, shown = run_config(folder)["epochs"], run_history(folder)[-1]["epoch"], load_model(folder).epoch
+    assert _training_progress(str(folder)) == (f"fernet_wide: {last} of {planned} epochs trained"
+                                               + f"; shown: epoch {shown}, the best on validation" * (shown != last))
+    assert _training_progress(str(ROOT / "checkpoints" / "hw3")).startswith("hw3: ")
+    assert "shown" not in _training_progress(str(ROOT / "checkpoints" / "hw3"))  # last.pt: the last epoch
 
 
 def test_row_normalized_toggle_and_an_empty_cell(env):

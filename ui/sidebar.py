@@ -88,15 +88,21 @@ def _checkpoint_picker() -> str | None:
 
 
 def _training_progress(checkpoint: str) -> str:
-    """How far the checkpoint's run got ("hw3: 80 of 250 epochs trained"), so a class knows what it is looking at;
-    "" for a checkpoint file without a run's history."""
+    """How far the checkpoint's run got ("hw3: 80 of 250 epochs trained"), and which epoch is shown where that is
+    its best.pt rather than the last ("; shown: epoch 25, the best on validation"), so a class knows what it is
+    looking at; "" for a checkpoint file without a run's history."""
     folder = runs.run_folder(checkpoint)
     history = runs.run_history(folder)
     if not history:
         return ""
     planned = runs.run_config(folder).get("epochs")
     done = history[-1].get("epoch", len(history))
-    return f"{Path(checkpoint).name}: {done}" + (f" of {planned}" if planned else "") + " epochs trained"
+    text = f"{Path(checkpoint).name}: {done}" + (f" of {planned}" if planned else "") + " epochs trained"
+    shown = Path(checkpoint) if Path(checkpoint).is_file() else runs.run_checkpoint(folder)
+    best = runs.best_epoch(history)
+    if shown is not None and shown.name == runs.BEST and best not in (None, done):
+        text += f"; shown: epoch {best}, the best on validation"  # best.pt, not the last epoch
+    return text
 
 
 def _epoch_picker(checkpoint: str | None) -> int | None:
