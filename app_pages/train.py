@@ -6,7 +6,7 @@ import streamlit as st
 
 from fercore import jobs
 from fercore.config import DEFAULT_RECIPE
-from fercore.runs import can_resume, copy_run, list_runs, run_config, run_history
+from fercore.runs import best_record, can_resume, copy_run, list_runs, run_config, run_history
 from ui import keys, settings, sidebar, train_form
 from ui.errors import show_error, shown_errors
 
@@ -127,7 +127,7 @@ def live_status(run_dir: Path, was_running: bool) -> None:
     status = jobs.status(run_dir)
     if status.running != was_running:  # started or ended elsewhere: redraw the whole page (buttons, lists)
         st.rerun()
-    best = max(status.history, key=lambda h: h.get("val_acc", 0)) if status.history else None
+    best = best_record(status.history)
     best_text = f" · best validation accuracy {best['val_acc']:.1%} at epoch {best['epoch']}" if best else ""
     if status.history and "precision" in status.history[-1]:
         best_text += f" · computing in {status.history[-1]['precision']}"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fercore.runs import BEST, LAST
+from fercore.runs import BEST, LAST, best_record
 from fercore.labels import CLASS_NAMES
 
 NOT_RECORDED = "not recorded"
@@ -141,8 +141,8 @@ def settings(config: dict, history: list[dict]) -> dict[str, str]:
 
 
 def best_val_acc(history: list[dict]) -> float:
-    values = [r.get("val_acc") for r in history if isinstance(r, dict) and r.get("val_acc") is not None]
-    return float(max(values)) if values else float("nan")
+    best = best_record(history)
+    return float(best["val_acc"]) if best else float("nan")
 
 
 def run_label(path: str) -> str:

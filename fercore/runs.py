@@ -118,11 +118,11 @@ def run_history(folder) -> list:
     return read_json(Path(folder) / HISTORY_FILE, [])
 
 
-def best_epoch(history: list) -> int | None:
-    """The epoch best.pt holds: the first with the highest validation accuracy (training replaces best.pt only
-    when an epoch does strictly better); None without validation records."""
+def best_record(history: list) -> dict | None:
+    """The epoch record best.pt holds: the first with the highest validation accuracy (training replaces best.pt
+    only when an epoch does strictly better); None without validation records."""
     scored = [r for r in history if isinstance(r, dict) and r.get("val_acc") is not None]
-    return max(scored, key=lambda r: r["val_acc"]).get("epoch") if scored else None
+    return max(scored, key=lambda r: r["val_acc"]) if scored else None
 
 
 def run_config(folder) -> dict:

@@ -92,3 +92,12 @@ def test_cache_dir_comes_from_the_environment(tmp_path, monkeypatch):
     monkeypatch.delenv("FERCORE_CACHE_DIR")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert runs.cache_dir() == tmp_path / "home" / ".cache" / "fercore"
+
+
+def test_best_record_is_the_first_epoch_with_the_highest_validation_accuracy():
+    """As training keeps best.pt: a later epoch that only ties does not replace it; records without validation
+    (a run on data without a validation split) are not candidates."""
+    history = [{"epoch": 1, "val_acc": 0.4}, {"epoch": 2, "val_acc": 0.6}, {"epoch": 3, "val_acc": 0.6},
+               {"epoch": 4}, {"epoch": 5, "val_acc": 0.5}]
+    assert runs.best_record(history)["epoch"] == 2
+    assert runs.best_record([{"epoch": 1}]) is None and runs.best_record([]) is None

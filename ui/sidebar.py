@@ -99,7 +99,7 @@ def _training_progress(checkpoint: str) -> str:
     done = history[-1].get("epoch", len(history))
     text = f"{Path(checkpoint).name}: {done}" + (f" of {planned}" if planned else "") + " epochs trained"
     shown = Path(checkpoint) if Path(checkpoint).is_file() else runs.run_checkpoint(folder)
-    best = runs.best_epoch(history)
+    best = (runs.best_record(history) or {}).get("epoch")
     if shown is not None and shown.name == runs.BEST and best not in (None, done):
         text += f"; shown: epoch {best}, the best on validation"  # best.pt, not the last epoch
     return text
