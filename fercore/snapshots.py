@@ -10,7 +10,7 @@ every analysis takes as it takes a checkpoint.
 `reencode_snapshot` turns one into "int8" (a quarter of fp32): each large weight matrix and convolution kernel as
 8-bit integers with one scale per output channel, the small tensors (biases, BatchNorm, a first layer) staying
 fp16. That is how the shipped checkpoints carry their replay within the repository's size budget. On the shipped
-checkpoints, int8 weights change 6 (fernet_wide) and 14 (hw3) of the 3,589 PrivateTest predictions, fp16 ones
+checkpoints, int8 weights change 13 (fernet_wide) and 14 (hw3) of the 3,589 PrivateTest predictions, fp16 ones
 0-2: about what evaluating in bf16 changes (tests/test_snapshots.py holds them to it).
 """
 

@@ -124,10 +124,10 @@ def test_an_int8_snapshot_is_half_the_size_and_loads_back_as_its_weights(straigh
         encode_weights(load_model(copy).model.state_dict(), "int4")
 
 
-@pytest.mark.parametrize("name, most_changed", [("fernet_wide", 12), ("hw3", 25)])
+@pytest.mark.parametrize("name, most_changed", [("fernet_wide", 16), ("hw3", 25)])
 def test_int8_weights_of_a_shipped_model_change_few_predictions(name, most_changed):
-    """Measured: 6 (fernet_wide) and 14 (hw3) of 3,589 PrivateTest predictions change; with the first layer
-    in int8 too, fernet_wide's would change 18 (fernet_fullres's 47), which these bounds catch. Predicted as the
+    """Measured: 13 (fernet_wide) and 14 (hw3) of 3,589 PrivateTest predictions change; with the first layer
+    in int8 too, fernet_wide's would change 19 (fernet_fullres's 47), which these bounds catch. Predicted as the
     Model page's evaluation predicts (BatchNorm folded, channels_last): the same answers as LoadedModel.predict,
     1.5x sooner for hw3."""
     data = load_dataset(None)

@@ -89,7 +89,7 @@ def _checkpoint_picker() -> str | None:
 
 def _training_progress(checkpoint: str) -> str:
     """How far the checkpoint's run got ("hw3: 80 of 250 epochs trained"), and which epoch is shown where that is
-    its best.pt rather than the last ("; shown: epoch 25, the best on validation"), so a class knows what it is
+    its best.pt rather than the last ("; shown: epoch 32, the best on validation"), so a class knows what it is
     looking at; "" for a checkpoint file without a run's history."""
     folder = runs.run_folder(checkpoint)
     history = runs.run_history(folder)
