@@ -87,9 +87,12 @@ def evaluate_rows(data: str, out: Path) -> dict:
     return rows
 
 
-def read_rows(path: Path) -> dict:
-    """An evaluated out folder's question2.json, or such a file itself (as shipped in checkpoints/)."""
-    return json.loads((path / "question2.json" if path.is_dir() else path).read_text())
+def tables(path: Path, row4_run: Path | None = None) -> str:
+    """The markdown tables of an evaluated out folder's question2.json, or of such a file itself (as shipped in
+    checkpoints/), with the curve of `row4_run` (a longer run of row 4's recipe) beside the rows' if given."""
+    rows = json.loads((path / "question2.json" if path.is_dir() else path).read_text())
+    budget = max(row["epochs"] for row in rows.values())
+    return markdown_table(rows, row4_curve(row4_run, budget) if row4_run else None)
 
 
 def row4_curve(run: Path, epochs: int) -> dict[str, list[float]]:
@@ -122,9 +125,8 @@ def curve_table(curves: dict[str, list[float]]) -> str:
     lines = [f"| {'row' if width == 1 else 'PublicTest, mean of epochs'} | " + " | ".join(heads) + " |",
              "|---|" + "---|" * len(spans)]
     for label, curve in curves.items():
-        cells = [f"{sum(curve[start:stop]) / len(curve[start:stop]):.1%}" for start, stop in spans
-                 if curve[start:stop]]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        chunks = [curve[start:stop] for start, stop in spans if curve[start:stop]]
+        lines.append(f"| {label} | " + " | ".join(f"{sum(chunk) / len(chunk):.1%}" for chunk in chunks) + " |")
     return "\n".join(lines)
 
 
@@ -145,9 +147,7 @@ def main() -> None:
     if args.command == "run":
         run_rows(args.data, args.out, args.epochs, ["--threads", args.threads, "--device", args.device])
     else:
-        rows = read_rows(args.out)
-        budget = max(row["epochs"] for row in rows.values())
-        print(markdown_table(rows, row4_curve(args.row4, budget) if args.row4 else None))
+        print(tables(args.out, args.row4))
 
 
 if __name__ == "__main__":
