@@ -36,6 +36,11 @@ On a 2-core AMD EPYC with AVX-512 BF16 (Zen 4, no AMX), torch 2.13, alternated i
   faulted in 4 KB at a time (270,000 page faults a step). fercore.allocator keeps freed memory in the heap instead.
   With it: hw3 146.1 img/s fp32 and 279.9 bf16, Keras 132.2: **1.11x Keras in fp32, 2.12x in bf16**;
   fernet_fullres 339 / 613 img/s. Another day (--rounds 5): hw3 149.7 / 286.7, Keras 134.0: 1.12x and 2.14x. In the same minutes without it: hw3 101.4 / 190.8, fernet_fullres 257 / 547.
+- fernet's stride-2 first conv against fernet_fullres's full-resolution first stage (best of 5 rounds, fp32 matmul
+  191 GFLOP/s): fernet 360.5 / 660.3 img/s in fp32 / bf16, fernet_fullres 339.0 / 611.9. The clean saliency maps
+  cost 6-7% of the rate here, where an epoch of fernet_fullres learns more (the model card). A torch.profiler trace
+  of fernet_fullres's bf16 step: the convolutions take about 75%, the 48x48 stage's BatchNorm, ReLU, pooling and
+  zero-filling about 14%; the 1-channel first conv itself under 1%.
 - Standing in for an AVX2-only CPU, `ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2` (both frameworks' oneDNN and
   torch's own kernels kept to AVX2; `auto` then picks fp32 and the first line says why): Keras 106.3 img/s, hw3
   120.1 img/s fp32, **1.13x Keras** (77.6 with --system-malloc, 0.73x), fernet_fullres 303 (266). An emulation on
