@@ -40,7 +40,7 @@ On a 2-core AMD EPYC with AVX-512 BF16 (Zen 4, no AMX), torch 2.13, alternated i
   191 GFLOP/s): fernet 360.5 / 660.3 img/s in fp32 / bf16, fernet_fullres 339.0 / 611.9. The clean saliency maps
   cost 6-7% of the rate here, where an epoch of fernet_fullres learns more (the model card). A torch.profiler trace
   of fernet_fullres's bf16 step: the convolutions take about 75%, the 48x48 stage's BatchNorm, ReLU, pooling and
-  zero-filling about 14%; the 1-channel first conv itself under 1%.
+  zero-filling about 14%; the 1-channel first conv itself about 1%.
 - Standing in for an AVX2-only CPU, `ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2` (both frameworks' oneDNN and
   torch's own kernels kept to AVX2; `auto` then picks fp32 and the first line says why): Keras 106.3 img/s, hw3
   120.1 img/s fp32, **1.13x Keras** (77.6 with --system-malloc, 0.73x), fernet_fullres 303 (266). An emulation on
