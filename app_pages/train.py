@@ -11,8 +11,9 @@ from ui import keys, settings, sidebar, train_form
 from ui.errors import show_error, shown_errors
 
 st.title("Train")
-st.caption("A run trains in a background process with one CPU thread, so the rest of the app stays responsive. "
-           "Leave this page or close the tab: it goes on, and its curves are here when you come back.")
+st.caption("A run trains in a background process at low priority, on one CPU thread unless you choose more, so the "
+           "rest of the app stays responsive. Leave this page or close the tab: it goes on, and its curves are "
+           "here when you come back.")
 selection = sidebar.selection()
 RECIPE_KEY = "w_train_recipe"
 
@@ -21,7 +22,7 @@ def start_new_run(name: str, config) -> None:
     run_dir = jobs.safe_run_dir(settings.runs_root(), name)
     if not jobs.is_running(run_dir) and can_resume(run_dir):
         raise jobs.JobError(f"a run named {name!r} already exists: resume it on the right, or choose another name")
-    jobs.start_training(run_dir, config, threads=settings.JOB_THREADS,
+    jobs.start_training(run_dir, config, threads=config.threads,
                         processes=st.session_state.get(train_form.PROCESSES_KEY, 1))
     st.session_state[keys.TRAIN_RUN] = str(run_dir)
 
@@ -50,9 +51,8 @@ def recipe_picker() -> None:
     recipes = train_form.recipes()
     recipe = st.selectbox("Recipe", list(recipes), key=RECIPE_KEY, format_func=lambda k: recipes[k].label,
                           on_change=fill_form, help="Fills the form below; change any field after.")
-    st.caption(f"{recipes[recipe].expect} Times are for 2 threads, as on the command line; a run started here trains "
-               f"on {settings.JOB_THREADS} thread{'s' * (settings.JOB_THREADS != 1)} so the app stays responsive, "
-               "and takes longer.")
+    st.caption(f"{recipes[recipe].expect} Times are for 2 CPU threads; a run on 1 (the form's **CPU threads**), "
+               "which leaves a core to the app's pages, takes about 1.9x as long.")
 
 
 def new_run_form() -> None:
@@ -95,6 +95,9 @@ def new_run_form() -> None:
         c2.number_input("Seed", 0, 2**31 - 1, key=k["seed"], help=help_text("seed"))
         c1.selectbox("Precision", choices("precision"), key=k["precision"], help=help_text("precision"))
         c2.caption(train_form.auto_precision_note())
+        st.session_state.setdefault(train_form.THREADS_KEY, settings.JOB_THREADS)
+        c1.selectbox("CPU threads", train_form.thread_choices(), key=train_form.THREADS_KEY,
+                     help=train_form.THREADS_HELP)
         if gpus := train_form.process_choices():  # asked only where there are several GPUs
             c1.selectbox("GPUs", gpus, key=train_form.PROCESSES_KEY,
                          help="Processes, one per GPU, started by torchrun; the batch size is split over them")
@@ -162,12 +165,17 @@ def resume_controls(run_dir: Path) -> None:
     done = len(run_history(run_dir))
     planned = int(config.get("epochs", done))
     target = planned if done < planned else done + 5
-    c1, c2 = st.columns([2, 1], vertical_alignment="bottom")
+    c1, c2, c3 = st.columns([2, 1, 1], vertical_alignment="bottom")
     epochs = c1.number_input("Train until epoch", done + 1, 1000, target, key="w_resume_epochs",
                              help="The new total number of epochs")
-    if c2.button("Resume", key="w_train_resume", icon=":material/replay:"):
+    choices = train_form.thread_choices()
+    threads = c2.selectbox("CPU threads", choices, index=choices.index(train_form.resume_threads(config)),
+                           key=f"w_resume_threads_{run_dir.name}",
+                           help=f"{train_form.THREADS_HELP} It starts at the threads the run trained on: the same "
+                                "threads continue it exactly as if it had never stopped.")
+    if c3.button("Resume", key="w_train_resume", icon=":material/replay:"):
         with shown_errors("resume the run"):
-            jobs.start_resume(run_dir, int(epochs), threads=settings.JOB_THREADS, data=data)
+            jobs.start_resume(run_dir, int(epochs), threads=threads, data=data)
             st.rerun()
 
 

@@ -375,6 +375,34 @@ def test_train_page_starts_refuses_a_second_start_follows_resumes_and_stops(env,
         torch.set_num_threads(1)
 
 
+@pytest.mark.skipif(len(train_form.thread_choices()) < 2, reason="one core: no thread count to choose")
+def test_train_page_trains_and_resumes_on_the_cpu_threads_chosen(env, tmp_path):
+    """The form's CPU threads (1 unless chosen: the app keeps a core) reach the training process, and Resume starts
+    at the threads the run trained on, which continue it exactly."""
+    data = tiny_fer_csv(tmp_path, n_train=140, n_val=35)
+    at = open_app(nav.TRAIN, **{keys.DATA_MODE: "path", keys.DATA_PATH: str(data)})
+    threads = at.selectbox(key=train_form.THREADS_KEY)
+    assert threads.options == [str(n) for n in train_form.thread_choices()] and threads.value == JOB_THREADS == 1
+    threads.set_value(2)
+    run_dir = env["runs"] / "two-threads"
+    commands = lambda: [line for line in (run_dir / jobs.LOG_FILE).read_text().splitlines() if line.startswith("$ ")]
+    try:
+        start_run(at, "two-threads", 1)
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        assert wait_until(lambda: not jobs.is_running(run_dir)), jobs.status(run_dir).log_tail
+        assert json.loads((run_dir / "config.json").read_text())["threads"] == 2 and "--threads 2" in commands()[-1]
+        at.run()
+        assert at.selectbox(key="w_resume_threads_two-threads").value == 2  # as it trained
+        at.number_input(key="w_resume_epochs").set_value(2)
+        at.button(key="w_train_resume").click().run()
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        assert wait_until(lambda: not jobs.is_running(run_dir)), jobs.status(run_dir).log_tail
+        assert len(commands()) == 2 and "--threads 2" in commands()[-1]
+        assert len(json.loads((run_dir / "history.json").read_text())) == 2
+    finally:
+        jobs.stop(run_dir)
+
+
 def form_widget(at: AppTest, key: str):
     """The new-run form's widget with this key, whatever its kind."""
     for kind in ("selectbox", "number_input", "text_input"):

@@ -4,6 +4,7 @@ The files themselves are fercore.runs'."""
 from __future__ import annotations
 
 import functools
+import os
 import time
 from pathlib import Path
 
@@ -41,6 +42,21 @@ FORM_KEYS = {"model": "w_train_model", "epochs": "w_train_epochs", "batch_size":
              "normalize": "w_train_normalize", "balance": "w_train_balance", "augment": "w_train_augment",
              "seed": "w_train_seed", "precision": "w_train_precision"}
 PROCESSES_KEY = "w_train_processes"  # how many local GPUs a new run trains on (asked only with 2 or more)
+THREADS_KEY = "w_train_threads"  # the CPU threads a new run trains on: the app's choice, not a recipe's
+THREADS_HELP = ("CPU threads of the training process. 1 leaves a core to the app, so its pages answer quickly while "
+                "the run trains; 2 trains faster (the recipes' times are for 2) and slows the pages meanwhile.")
+
+
+def thread_choices() -> list[int]:
+    """1 up to the cores this process may run on; the default, settings.JOB_THREADS, leaves the app a core."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return list(range(1, max(cores, settings.JOB_THREADS) + 1))
+
+
+def resume_threads(config: dict) -> int:
+    """The threads a run resumes on unless the user picks others: those it trained on, since the same threads
+    continue it exactly as if it had never stopped (within this computer's cores)."""
+    return min(int(config.get("threads") or settings.JOB_THREADS), thread_choices()[-1])
 
 
 def form_values(config: TrainConfig) -> dict:
@@ -50,12 +66,13 @@ def form_values(config: TrainConfig) -> dict:
 
 
 def form_config(values: dict, data: str | None) -> TrainConfig:
-    """The TrainConfig of the new-run form's widget values (by key), on `data` (None: the shipped file)."""
+    """The TrainConfig of the new-run form's widget values (by key), on `data` (None: the shipped file), with the
+    form's CPU threads."""
     chosen = {name: values[key] for name, key in FORM_KEYS.items()}
     chosen["augment"] = parse_augment(str(chosen["augment"]).strip())
     for name in ("epochs", "batch_size", "seed"):  # number inputs hand back what they were given
         chosen[name] = int(chosen[name])
-    return TrainConfig(**chosen, data=data)
+    return TrainConfig(**chosen, data=data, threads=int(values.get(THREADS_KEY, settings.JOB_THREADS)))
 
 
 @functools.cache
