@@ -46,7 +46,7 @@ class TrainConfig:
     balance: str = _setting("none", "class balance: weights (loss weights) or sampler (balanced batches)",
                             choices=BALANCE_MODES)
     seed: int = _setting(0, "seed of the weights, the shuffling, augmentation and dropout")
-    threads: int = _setting(2, "torch CPU threads (leave one core for the app)")
+    threads: int = _setting(2, "torch CPU threads: 2 uses both cores of a 2-core laptop, 1 leaves one to the app")
     device: str = _setting("auto", "auto (CUDA when present), cpu or cuda", choices=DEVICES)
     precision: str = _setting("auto", "auto: bf16 autocast where the CPU or GPU runs bf16 natively, else fp32",
                               choices=PRECISIONS)

@@ -13,8 +13,8 @@ Who serialises what (one owner each):
   ask; the others wait on the entry and follow the same progress. Results without a bar use st.cache_resource /
   st.cache_data, which compute a key once per server likewise.
 
-Threads: `use_app_threads` before heavy work (one thread while a training job holds the other core, and for
-single-image work). `computing` logs one line per heavy result to the server's terminal, so a teacher sees what a
+Threads: `use_app_threads` before heavy work (one thread while a training job trains, and for single-image
+work). `computing` logs one line per heavy result to the server's terminal, so a teacher sees what a
 class costs and the ten-session browser test can count that each is computed once. `start_warmup` imports what the
 first heavy click would otherwise wait for.
 """
@@ -45,8 +45,8 @@ def training_anywhere() -> bool:
 def use_app_threads(batch: bool = True) -> int:
     """Set torch's thread count for the work that follows and return it: call before heavy work.
 
-    A training job holds one core: the app then uses the other one only, so a saliency click still answers in
-    about a second while the class trains. batch: work on many images at once (evaluation, gradient ascent, a scan
+    A training job holds one core (unless started on two threads, when it yields to the app, being niced): the app
+    then uses one thread only, so a saliency click still answers in about a second while the class trains. batch: work on many images at once (evaluation, gradient ascent, a scan
     of the split), which two threads speed up when no job trains; False for single-image work (a saliency map, one
     face's layer outputs), too small to split: two threads that must meet at every layer lose far more than they
     gain as soon as anything else (the browser, another session) wants a core.
