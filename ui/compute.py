@@ -46,10 +46,11 @@ def use_app_threads(batch: bool = True) -> int:
     """Set torch's thread count for the work that follows and return it: call before heavy work.
 
     A training job holds one core (unless started on two threads, when it yields to the app, being niced): the app
-    then uses one thread only, so a saliency click still answers in about a second while the class trains.
-    batch: work on many images at once (evaluation, gradient ascent, a scan of the split), which two threads speed
-    up when no job trains; False for single-image work (a saliency map, one face's layer outputs), too small to split: two threads that must meet at every layer lose far more than they
-    gain as soon as anything else (the browser, another session) wants a core.
+    then uses one thread only, so a saliency click still answers in about a second while the class trains. batch:
+    work on many images at once (evaluation, gradient ascent, a scan of the split), which two threads speed up when
+    no job trains; False for single-image work (a saliency map, one face's layer outputs), too small to split: two
+    threads that must meet at every layer lose far more than they gain as soon as anything else (the browser,
+    another session) wants a core.
     """
     from fercore.threads import set_threads
 
