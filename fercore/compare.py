@@ -183,7 +183,8 @@ class Comparison:
 
     def rows(self) -> list[dict]:
         """One dict per run: run, the differing settings, epochs, best validation accuracy, accuracy on the
-        evaluated images (the same for every run), and recall of each class (Disgust's too), accuracies and recalls as fractions."""
+        evaluated images (the same for every run), and recall of each class (Disgust's too), accuracies and recalls
+        as fractions."""
         rows = []
         for k, evaluation in enumerate(self.evaluations):
             row = {"run": self.labels[k], **{n: self.run_settings[k][n] for n in self.settings},
