@@ -21,7 +21,7 @@ def test_inspect_pages_occlusion_map_and_a_covered_mouth(server, page):  # noqa:
     main.get_by_test_id("stRadio").get_by_text("Mouth", exact=True).click()
     wait_idle(page, 120_000)
     print(f"cover the mouth -> probabilities: {time.perf_counter() - started:.2f} s")
-    assert main.get_by_text("Covered with the face's mean grey").is_visible()
+    main.get_by_text("Covered with the face's mean grey").wait_for(timeout=60_000)  # may follow the idle status
     assert_no_error(page, "Inspect page's occlusion part on fernet")
     shot(page, "inspect_occlusion_fernet")
 

@@ -87,7 +87,7 @@ def test_model_page_on_each_shipped_checkpoint(server, page, name):
     main.get_by_test_id("stTable").get_by_text("learning rate").wait_for(timeout=120_000)
     main.locator(".js-plotly-plot").first.wait_for(timeout=120_000)  # Plotly draws after the script run ends
     assert main.locator(".js-plotly-plot").count() == 1  # learning curves
-    assert main.get_by_role("button", name="Layers (CSV)").is_visible()
+    main.get_by_role("button", name="Layers (CSV)").wait_for(timeout=60_000)  # the Downloads row is drawn last
     assert_no_error(page, f"Model page on {name}")
     shot(page, f"model_{name}")
 
