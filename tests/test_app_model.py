@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -112,8 +113,10 @@ def test_model_page_shares_the_confusion_pages_evaluations(env, tmp_path, comput
     at.switch_page(nav.CONFUSION).run()
     assert not at.exception and not at.error
     evaluations = [line for line in compute_lines if line.startswith("computed evaluation")]
+    name = Path(env["checkpoint"]).name
     assert sorted(line.split(" in ")[0] for line in evaluations) == [
-        "computed evaluation on PrivateTest (tta False)", "computed evaluation on PublicTest (tta False)"]
+        f"computed evaluation on PrivateTest (tta False) for {name}",
+        f"computed evaluation on PublicTest (tta False) for {name}"]
 
 
 def test_model_page_with_a_broken_checkpoint_shows_an_error(env, tmp_path, monkeypatch):

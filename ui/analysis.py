@@ -203,7 +203,8 @@ def visualize_filters(selection: Selection, layer: str, filters: tuple | None, p
         use_app_threads()
         steps = params["steps"]
         report(0.0, f"0 / {steps} steps")
-        with computing(f"filters of {layer} ({len(filters) if filters else 'all'}, {steps} steps)"):
+        with computing(f"filters of {layer} ({len(filters) if filters else 'all'}, {steps} steps)",
+                       selection.model_name()):
             return ascend(model, layer, list(filters) if filters else None, model_key=loaded.key,
                           value_range=input_range(selection),
                           progress=lambda step, total: report(step / total, f"{step} / {total} steps"),
@@ -231,7 +232,8 @@ def top_activating(selection: Selection, layer: str, filter_index: int, k: int):
 
     loaded, data = _loaded(selection), _images(selection)
     use_app_threads()
-    with model_lock(loaded), computing(f"top activating images of {layer} filter {filter_index}"):
+    with model_lock(loaded), computing(f"top activating images of {layer} filter {filter_index}",
+                                       selection.model_name()):
         return top(loaded.model, loaded.preprocess(data.pixels), layer, filter_index, k, model_key=loaded.key,
                    data_fingerprint=data.fingerprint())
 
@@ -247,7 +249,7 @@ def evaluation(selection: Selection, tta: bool):
     loaded = _loaded(selection)
     use_app_threads()
     # evaluate copies the model (hooks included): hold the lock so no saliency hook of another session comes along.
-    with model_lock(loaded), computing(f"evaluation on {selection.split} (tta {tta})"):
+    with model_lock(loaded), computing(f"evaluation on {selection.split} (tta {tta})", selection.model_name()):
         # The split's own rows are the dataset here, so cell indices are positions in the split, as keys.IMAGE is.
         return evaluate_checkpoint(loaded, _images(selection), tta=tta)
 
@@ -277,7 +279,7 @@ def cell_means(selection: Selection, true: int, pred: int, tta: bool):
     cached = cache.is_cached(cell_means_meta(result, true, pred, MEAN_SALIENCY_LIMIT))
     use_app_threads()
     with model_lock(loaded), computing(f"mean face and saliency of cell ({true}, {pred})"
-                                       + (" (read from the disk cache)" if cached else "")):
+                                       + (" (read from the disk cache)" if cached else ""), selection.model_name()):
         return means(result, loaded.model, loaded.normalizer, data, true, pred)
 
 
@@ -332,7 +334,7 @@ def report_html(selection: Selection, image_index: int) -> str:
     with model_lock(loaded):
         loaded = copy.deepcopy(loaded)
     use_app_threads()
-    with computing(f"report on {selection.split}, face {image_index}"):
+    with computing(f"report on {selection.split}, face {image_index}", selection.model_name()):
         return build_report(loaded, loaders.dataset(selection.data),
                             split=None if selection.split == "all" else selection.split, image=image_index,
                             evaluate=split_evaluation)

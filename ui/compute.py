@@ -151,11 +151,11 @@ if not log.handlers:
 
 
 @contextmanager
-def computing(what: str):
-    """Log 'computed <what> in <seconds> s' when the block ends."""
+def computing(what: str, model: str):
+    """Log 'computed <what> for <model> in <seconds> s' when the block ends: which result, of which checkpoint."""
     started = time.perf_counter()
     yield
-    log.info("computed %s in %.2f s", what, time.perf_counter() - started)
+    log.info("computed %s for %s in %.2f s", what, model, time.perf_counter() - started)
 
 
 # -------------------------------------------------------------------------------------------------- warmup

@@ -31,6 +31,11 @@ class Selection:
         if self.checkpoint_stamp is None and self.checkpoint is not None:
             object.__setattr__(self, "checkpoint_stamp", sources.stamp(sources.checkpoint_file(self.checkpoint)))
 
+    def model_name(self) -> str:
+        """The checkpoint as the server's log names it: its file or folder name, and the epoch replayed."""
+        name = Path(self.checkpoint).name if self.checkpoint else "no checkpoint"
+        return name + (f" at epoch {self.epoch}" if self.epoch is not None else "")
+
     def model_identity(self) -> tuple:
         """What a result of the model alone (its layers, its filters) depends on: not the data or the split."""
         return self.checkpoint, self.checkpoint_stamp, self.epoch
