@@ -22,7 +22,7 @@ from pathlib import Path
 
 from fercore import jobs, runs
 from fercore.config import TrainConfig
-from tests.browser_kit import CHROMIUM, CHROMIUM_ARGS, streamlit_server, time_clicks, time_epoch_switches
+from tests.browser_kit import CHROMIUM, CHROMIUM_ARGS, new_page, streamlit_server, time_clicks, time_epoch_switches
 from ui.settings import JOB_THREADS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,7 +43,7 @@ def main() -> None:
             streamlit_server({"FERCORE_CHECKPOINTS": args.checkpoints, "FERCORE_RUNS": scratch},
                              Path(scratch) / "streamlit.log") as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1500, "height": 1000})
+        page = new_page(browser, viewport={"width": 1500, "height": 1000})
         run_dir = Path(scratch) / "bench-run"
         try:
             if args.while_training:

@@ -27,11 +27,9 @@ import time
 from pathlib import Path
 
 from fercore.labels import CLASS_NAMES
-from tests.browser_kit import CHROMIUM, CHROMIUM_ARGS, MATRIX_POINT, streamlit_server
+from tests.browser_kit import CHROMIUM, CHROMIUM_ARGS, IDLE, MATRIX_POINT, RUN_TRACKER, streamlit_server
 
 ROOT = Path(__file__).resolve().parent.parent
-IDLE = """() => !document.querySelector('[data-testid^="stStatusWidgetRunning"]')
-                && !document.querySelector('[data-stale="true"]')"""
 OFF_DIAGONAL = [(t, p) for t in range(len(CLASS_NAMES)) for p in range(len(CLASS_NAMES)) if t != p]
 
 
@@ -40,6 +38,7 @@ async def student(browser, url: str, number: int, start_at: float, timeout_ms: f
     await asyncio.sleep(max(0.0, start_at - time.perf_counter()))
     context = await browser.new_context(viewport={"width": 1400, "height": 1000})
     page = await context.new_page()
+    await page.add_init_script(RUN_TRACKER)
     true, pred = OFF_DIAGONAL[number % len(OFF_DIAGONAL)]
     try:
         opened = time.perf_counter()

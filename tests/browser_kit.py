@@ -63,10 +63,75 @@ def streamlit_server(env: dict[str, str], log_path: Path):
                 process.kill()
 
 
+# Why the DOM alone cannot say a gesture's run is over: a click returns before the server has begun the run it asks
+# for, and a page checked then shows no running indicator and no faded element, only the state before the click.
+# The browser itself knows: the app's click handler sends Streamlit's rerun request (BackMsg field 11, whose
+# one-byte tag is 0x5A) before the click returns, and the server ends every run with script_finished (ForwardMsg
+# field 6, a varint status; 2 is "stopped early for a newer rerun", which is not the end). This script, run in each
+# new document, keeps `window.fercoreRuns.settled` false from a rerun request until a run that ends after it has
+# ended and the app has drawn it, and from the first load until the first run has.
+RUN_TRACKER = """(() => {
+  const runs = window.fercoreRuns = {settled: false};
+  const RERUN_TAG = 0x5A, SCRIPT_FINISHED = 6, FINISHED_EARLY_FOR_RERUN = 2;
+  const varint = (bytes, at) => {
+    let value = 0, scale = 1, byte;
+    do { byte = bytes[at++]; value += (byte & 127) * scale; scale *= 128; } while (byte & 128);
+    return [value, at];
+  };
+  const finishedStatus = (bytes) => {  // script_finished's status, or -1: ForwardMsg's top level is varints and
+    let at = 0, key, value;              // length-delimited fields only (hash, metadata, then the message)
+    while (at < bytes.length) {
+      [key, at] = varint(bytes, at);
+      [value, at] = varint(bytes, at);
+      if ((key & 7) === 0 && key >>> 3 === SCRIPT_FINISHED) return value;
+      if ((key & 7) === 2) at += value; else if ((key & 7) !== 0) return -1;
+    }
+    return -1;
+  };
+  let generation = 0;
+  const Native = window.WebSocket;
+  const send = Native.prototype.send;
+  Native.prototype.send = function (data) {
+    const bytes = ArrayBuffer.isView(data) ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
+                : data instanceof ArrayBuffer ? new Uint8Array(data) : null;
+    if (bytes && bytes[0] === RERUN_TAG) { generation += 1; runs.settled = false; }
+    return send.call(this, data);
+  };
+  window.WebSocket = class extends Native {
+    constructor(...args) {
+      super(...args);
+      this.addEventListener("message", (event) => {
+        if (!(event.data instanceof ArrayBuffer)) return;
+        const status = finishedStatus(new Uint8Array(event.data));
+        if (status < 0 || status === FINISHED_EARLY_FOR_RERUN) return;
+        const finished = generation;  // settled once the app has handled this message and painted a frame
+        setTimeout(() => requestAnimationFrame(() => setTimeout(() => {
+          if (generation === finished) runs.settled = true;
+        })));
+      });
+    }
+  };
+})();"""
+
+
+def new_page(opener, **options):
+    """A new tab from a browser or a browser context (`options` as Playwright's new_page), its script runs tracked
+    (RUN_TRACKER) so that wait_idle waits for the run a gesture asked for."""
+    page = opener.new_page(**options)
+    page.add_init_script(RUN_TRACKER)
+    return page
+
+
+# The script run has ended: no running indicator, no element left faded from the previous run, and, in a tab that
+# runs RUN_TRACKER, no rerun asked for and not yet finished.
+IDLE = """() => !document.querySelector('[data-testid^="stStatusWidgetRunning"]')
+                && !document.querySelector('[data-stale="true"]')
+                && (!window.fercoreRuns || window.fercoreRuns.settled)"""
+
+
 def wait_idle(page, timeout: float = 60_000) -> None:
-    """Until the script run ends: no running indicator, and no element left faded from the previous run."""
-    page.wait_for_function("""() => !document.querySelector('[data-testid^="stStatusWidgetRunning"]')
-                                   && !document.querySelector('[data-stale="true"]')""", timeout=timeout)
+    """Until the script run ends (IDLE)."""
+    page.wait_for_function(IDLE, timeout=timeout)
 
 
 def cell_centre(page, true: int, pred: int) -> tuple[float, float]:
@@ -125,11 +190,15 @@ def choose_checkpoint(page, name: str) -> None:
     page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").first.click()
     page.get_by_role("option", name=f"{name} (shipped)").click()
     # The rerun starts a moment after the click: waiting for idle at once could end on the previous checkpoint's
-    # page (CI once read fernet_fullres's summary as hw3's). The sidebar's progress line names the checkpoint the
-    # server has drawn the page for.
-    progress = re.compile(rf"^{re.escape(name)}: \d+ of \d+ epochs trained")
-    page.get_by_test_id("stSidebar").get_by_text(progress).wait_for(timeout=300_000)
+    # page (CI once read fernet_fullres's summary as hw3's) in a tab that is not from new_page. The sidebar's
+    # progress line names the checkpoint the server has drawn the page for.
+    page.get_by_test_id("stSidebar").get_by_text(progress_line(name)).wait_for(timeout=300_000)
     wait_idle(page, 300_000)
+
+
+def progress_line(checkpoint: str) -> re.Pattern:
+    """The sidebar's line for the checkpoint the page is drawn for."""
+    return re.compile(rf"^{re.escape(checkpoint)}: \d+ of \d+ epochs trained")
 
 
 def move_epoch_slider(page, key: str, lands_on: int | None) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from browser_kit import ROOT, choose_checkpoint, move_epoch_slider, streamlit_server, timed, wait_idle
+from browser_kit import ROOT, choose_checkpoint, move_epoch_slider, new_page, streamlit_server, timed, wait_idle
 from test_browser import SHIPPED_DATA, browser, missing, shot, shipped_checkpoints  # noqa: F401 -- fixture by name
 
 ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
@@ -31,7 +31,7 @@ def server(tmp_path_factory):
 @pytest.fixture
 def page(browser):  # noqa: F811
     # Tall enough for a whole page in one screenshot (Streamlit scrolls inside its main block, not the window).
-    page = browser.new_page(viewport={"width": 1500, "height": 2300})
+    page = new_page(browser, viewport={"width": 1500, "height": 2300})
     page.set_default_timeout(120_000)  # screenshots wait for fonts, slow on a busy 2-core machine
     yield page
     page.close()
