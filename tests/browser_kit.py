@@ -65,13 +65,20 @@ def streamlit_server(env: dict[str, str], log_path: Path):
 
 # Why the DOM alone cannot say a gesture's run is over: a click returns before the server has begun the run it asks
 # for, and a page checked then shows no running indicator and no faded element, only the state before the click.
-# The browser itself knows: the app's click handler sends Streamlit's rerun request (BackMsg field 11, whose
-# one-byte tag is 0x5A) before the click returns, and the server ends every run with script_finished (ForwardMsg
-# field 6, a varint status; 2 is "stopped early for a newer rerun", which is not the end). This script, run in each
-# new document, keeps `window.fercoreRuns.settled` false from a rerun request until a run that ends after it has
-# ended and the app has drawn it, and from the first load until the first run has.
+# The browser itself knows: the app sends Streamlit's rerun request (BackMsg field 11, whose one-byte tag is 0x5A)
+# from a timer a moment after the input event (WidgetStateManager.scheduleFlush), and the server ends every run with
+# script_finished (ForwardMsg field 6, a varint status; 2 is "stopped early for a newer rerun", which is not the
+# end). This script, run in each new document, makes `window.fercoreRuns.idle()` false from the first load until
+# the first run has ended and been drawn, from a rerun request until a run that ends after it has, and for 100 ms
+# after any input event (the request may still be on its timer); `requests` counts the rerun requests sent.
 RUN_TRACKER = """(() => {
-  const runs = window.fercoreRuns = {settled: false};
+  const QUIET_MS = 100;
+  let lastInput = -Infinity;
+  const runs = window.fercoreRuns = {settled: false, requests: 0,
+                                     idle: () => runs.settled && performance.now() - lastInput > QUIET_MS};
+  for (const type of ["pointerup", "keyup", "input", "change"]) {
+    window.addEventListener(type, () => { lastInput = performance.now(); }, true);
+  }
   const RERUN_TAG = 0x5A, SCRIPT_FINISHED = 6, FINISHED_EARLY_FOR_RERUN = 2;
   const varint = (bytes, at) => {
     let value = 0, scale = 1, byte;
@@ -88,13 +95,12 @@ RUN_TRACKER = """(() => {
     }
     return -1;
   };
-  let generation = 0;
   const Native = window.WebSocket;
   const send = Native.prototype.send;
   Native.prototype.send = function (data) {
     const bytes = ArrayBuffer.isView(data) ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
                 : data instanceof ArrayBuffer ? new Uint8Array(data) : null;
-    if (bytes && bytes[0] === RERUN_TAG) { generation += 1; runs.settled = false; }
+    if (bytes && bytes[0] === RERUN_TAG) { runs.requests += 1; runs.settled = false; }
     return send.call(this, data);
   };
   window.WebSocket = class extends Native {
@@ -104,9 +110,9 @@ RUN_TRACKER = """(() => {
         if (!(event.data instanceof ArrayBuffer)) return;
         const status = finishedStatus(new Uint8Array(event.data));
         if (status < 0 || status === FINISHED_EARLY_FOR_RERUN) return;
-        const finished = generation;  // settled once the app has handled this message and painted a frame
+        const answered = runs.requests;  // settled once the app has handled this message and painted a frame
         setTimeout(() => requestAnimationFrame(() => setTimeout(() => {
-          if (generation === finished) runs.settled = true;
+          if (runs.requests === answered) runs.settled = true;
         })));
       });
     }
@@ -126,7 +132,7 @@ def new_page(opener, **options):
 # runs RUN_TRACKER, no rerun asked for and not yet finished.
 IDLE = """() => !document.querySelector('[data-testid^="stStatusWidgetRunning"]')
                 && !document.querySelector('[data-stale="true"]')
-                && (!window.fercoreRuns || window.fercoreRuns.settled)"""
+                && (!window.fercoreRuns || window.fercoreRuns.idle())"""
 
 
 def wait_idle(page, timeout: float = 60_000) -> None:
