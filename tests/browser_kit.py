@@ -195,9 +195,9 @@ def choose_checkpoint(page, name: str) -> None:
     """Pick a shipped checkpoint in the sidebar's first selectbox, as a user would."""
     page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").first.click()
     page.get_by_role("option", name=f"{name} (shipped)").click()
-    # The rerun starts a moment after the click: waiting for idle at once could end on the previous checkpoint's
-    # page (CI once read fernet_fullres's summary as hw3's) in a tab that is not from new_page. The sidebar's
-    # progress line names the checkpoint the server has drawn the page for.
+    # The rerun starts a moment after the click: in a tab not from new_page, waiting for idle at once could end on
+    # the previous checkpoint's page (CI once read fernet_fullres's summary as hw3's). The sidebar's progress line
+    # names the checkpoint the server has drawn the page for, in any tab.
     page.get_by_test_id("stSidebar").get_by_text(progress_line(name)).wait_for(timeout=300_000)
     wait_idle(page, 300_000)
 
