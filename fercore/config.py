@@ -45,6 +45,12 @@ class TrainConfig:
                                    "'flip=0.5,shift=0.1,rotate=10,zoom=0.1,erase=0.25'", factory=dict)
     balance: str = _setting("none", "class balance: weights (loss weights) or sampler (balanced batches)",
                             choices=BALANCE_MODES)
+    # Knowledge distillation (fercore.distillation): the loss also follows trained checkpoints' answers.
+    teachers: list = _setting(None, "checkpoints (files or run folders, comma-separated) whose mean answers on each "
+                                    "training image the loss also follows: knowledge distillation", factory=list)
+    distill_weight: float = _setting(0.7, "with teachers: the loss's share that follows them (the rest: the labels)")
+    distill_temperature: float = _setting(2.0, "with teachers: the softmax temperature their answers and the model's "
+                                               "are compared at")
     seed: int = _setting(0, "seed of the weights, the shuffling, augmentation and dropout")
     threads: int = _setting(2, "torch CPU threads: 2 uses both cores of a 2-core laptop, 1 leaves one to the app")
     device: str = _setting("auto", "auto (CUDA when present), cpu or cuda", choices=DEVICES)
@@ -68,6 +74,10 @@ class TrainConfig:
                 raise ValueError(f"unknown {f.name} {value!r}: choose one of {', '.join(choices)}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("epochs and batch size must be at least 1 and lr above 0")
+        if not 0 <= self.distill_weight <= 1 or self.distill_temperature <= 0:
+            raise ValueError("distill weight must be between 0 and 1 and distill temperature above 0")
+        if not isinstance(self.teachers, list) or not all(isinstance(t, str) and t for t in self.teachers):
+            raise ValueError(f"teachers must be a list of checkpoint paths, not {self.teachers!r}")
         build_model(self.model)  # raises a ValueError naming the known models
         AugmentConfig.from_dict(self.augment)
 
@@ -83,6 +93,13 @@ def parse_augment(text: str) -> dict:
     from fercore.transforms import AugmentConfig
 
     return AugmentConfig.parse(text).to_dict()
+
+
+def parse_paths(text: str) -> list[str]:
+    """Comma-separated paths ('none': no path) as absolute paths: a background job runs in another folder."""
+    if text.strip() == "none":
+        return []
+    return [os.path.abspath(part.strip()) for part in text.split(",") if part.strip()]
 
 
 def augment_text(augment: dict) -> str:
@@ -116,7 +133,7 @@ def _field(name: str):
 # ---------------------------------------------------------------------------------------------------------------
 # The command line: `--batch-size` for batch_size, and so on. Text in, TrainConfig out, and back again for jobs.
 
-_TYPES = {"int": int, "float": float, "str": str, "str | None": str, "dict": str, "bool": bool}
+_TYPES = {"int": int, "float": float, "str": str, "str | None": str, "dict": str, "list": str, "bool": bool}
 
 
 def flag(name: str) -> str:
@@ -128,7 +145,7 @@ def add_arguments(parser: argparse.ArgumentParser, names, *, keep_run_values: bo
     an option left out keeps the run's recorded value."""
     for name in names:
         f = _field(name)
-        shown = "none" if name == "augment" else f.default  # the text an augmentation is given as
+        shown = "none" if name in ("augment", "teachers") else f.default  # the text a dict or list is given as
         value_help, allowed = f.metadata["help"], f.metadata.get("choices")
         if keep_run_values:
             value_help += " (default: the run's own)"
@@ -147,6 +164,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The TrainConfig of parsed `train` options (a relative --data becomes absolute: jobs run elsewhere)."""
     values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     values["augment"] = parse_augment(values.get("augment") or "none")
+    values["teachers"] = parse_paths(values.get("teachers") or "none")
     if values.get("data"):
         values["data"] = os.path.abspath(values["data"])
     return TrainConfig(**values)
@@ -162,9 +180,17 @@ def config_argv(config: TrainConfig) -> list[str]:
         if isinstance(value, bool):
             argv += [flag(f.name) if value else "--no-" + flag(f.name)[2:]]
             continue
-        text = augment_text(value) if f.name == "augment" else repr(value) if isinstance(value, float) else str(value)
-        argv += [flag(f.name), text]
+        argv += [flag(f.name), _option_text(f.name, value)]
     return argv
+
+
+def _option_text(name: str, value) -> str:
+    """A field's value as the text of its `train` option, which config_from_args reads back."""
+    if name == "augment":
+        return augment_text(value)
+    if name == "teachers":
+        return ",".join(value) or "none"
+    return repr(value) if isinstance(value, float) else str(value)
 
 
 # ---------------------------------------------------------------------------------------------------------------

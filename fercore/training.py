@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -23,6 +24,8 @@ from fercore import checkpoints, distributed
 from fercore.allocator import keep_freed_memory
 from fercore.config import TrainConfig
 from fercore.data import DataError, FerDataset, load_dataset
+from fercore.distillation import (TEACHER_FILE, distillation_loss, saved_probabilities, soft_targets,
+                                  teacher_probabilities)
 from fercore.labels import PRIVATE_TEST, PUBLIC_TEST, SPLIT_NAMES, TRAINING
 from fercore.models import build_model, relus_in_place
 from fercore.precision import autocast, choose_precision
@@ -162,8 +165,25 @@ class Trainer:
                                     "each batch is split over the processes differently, so BatchNorm statistics "
                                     "and float sums change (not bit-identical to a run that stayed on "
                                     f"{trained_on})")
+        self.teacher_targets = self._teacher_targets(state)
         self.batch = {"size": 0, "rows": slice(None), "denominator": 1.0}  # this step's, when several processes
         self.net = distributed.training_view(self.model, self.world, self.device, self.batch, c.sync_batchnorm)
+
+    def _teacher_targets(self, state: dict | None) -> torch.Tensor | None:
+        """The soft targets of the run's teachers for each training image (fercore.distillation), None without
+        teachers. A resumed run reads the answers it saved; a new one computes them (the teachers run once)."""
+        c = self.config
+        if not c.teachers:
+            return None
+        saved = None if state is None else saved_probabilities(self.run_dir, len(self.train_set))
+        if saved is None:
+            t0 = time.time()
+            self.teacher_answers = teacher_probabilities(c.teachers, self.train_set.pixels)
+            self.split_note += (f"; learns from {len(c.teachers)} teacher(s) too, whose answers on the "
+                                f"{len(self.train_set)} training images took {time.time() - t0:.0f} s")
+        else:
+            self.teacher_answers = saved
+        return soft_targets(torch.from_numpy(self.teacher_answers), c.distill_temperature).to(self.device)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -195,11 +215,12 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             x = augment_batch(self.normalizer(self.train_x[idx]), self.augment, aug_generator)
-            x, y = self._rows_of_this_process(x, self.train_y[idx])
+            teacher = self.teacher_targets[idx] if self.teacher_targets is not None else None
+            x, y, teacher = self._rows_of_this_process(x, self.train_y[idx], teacher)
             x = x.contiguous(memory_format=torch.channels_last)
             with autocast(self.device, self.precision):  # the weights and Adam's state stay fp32
                 logits = self.net(x)
-                loss, batch_loss = self._batch_loss(logits.float(), y)
+                loss, batch_loss = self._batch_loss(logits.float(), y, teacher)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -220,23 +241,33 @@ class Trainer:
                 "val_loss": val_loss, "val_acc": val_acc, "lr": lr, "seconds": time.time() - t0,
                 "precision": self.precision.name}
 
-    def _rows_of_this_process(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """This process's rows of an augmented global batch (all of it in one process). Every rank augments the whole
-        batch, so each image gets the random draws it gets in one process."""
+    def _rows_of_this_process(self, x: torch.Tensor, y: torch.Tensor, teacher: torch.Tensor | None):
+        """This process's rows of an augmented global batch, its labels and its teachers' soft targets (all of
+        them in one process). Every rank augments the whole batch, so each image gets the random draws it gets in
+        one process."""
         if self.world.size == 1:
-            return x, y
+            return x, y, teacher
         rows = self.world.rows(len(y))
         denominator = self.class_weights[y].sum() if self.class_weights is not None else len(y)
         self.batch.update(size=len(y), rows=rows, denominator=denominator)
-        return x[rows], y[rows]
+        return x[rows], y[rows], teacher[rows] if teacher is not None else None
 
-    def _batch_loss(self, logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _batch_loss(self, logits: torch.Tensor, y: torch.Tensor,
+                    teacher: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(the loss to backpropagate, this process's part of the batch's mean loss, detached). With several
-        processes the parts add up to the mean, and DDP averages gradients, so the loss is the part times N."""
+        processes the parts add up to the mean, and DDP averages gradients, so the loss is the part times N.
+        With teachers, the loss is a weighted sum of the label's and the teachers' (fercore.distillation)."""
+        c = self.config
         if self.world.size == 1:
             loss = self.loss_fn(logits, y)
+            if teacher is not None:
+                loss = (1 - c.distill_weight) * loss + c.distill_weight * distillation_loss(
+                    logits, teacher, c.distill_temperature)
             return loss, loss.detach()
         part = self.loss_sum(logits, y) / self.batch["denominator"]
+        if teacher is not None:
+            part = (1 - c.distill_weight) * part + c.distill_weight * distillation_loss(
+                logits, teacher, c.distill_temperature, reduction="sum") / self.batch["size"]
         return part * self.world.size, part.detach()
 
     @torch.inference_mode()
@@ -285,6 +316,8 @@ class Trainer:
         if main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             write_json(self.run_dir / CONFIG_FILE, asdict(self.config))
+            if self.teacher_targets is not None:  # before any epoch's last.pt, which a resume reads it beside
+                np.save(self.run_dir / TEACHER_FILE, self.teacher_answers)
         self._progress_written = 0.0
         started = time.time()
         end = self.config.epochs if stop_after is None else min(stop_after, self.config.epochs)

@@ -121,6 +121,22 @@ def test_two_process_resume_is_exact_and_a_new_world_size_is_noted(data, stopped
     assert "trained on 2 process(es) so far, continuing on 1" in trainer.split_note
 
 
+def test_a_distilled_two_process_run_shares_the_teachers_term_as_one_process_has_it(data, stopped, tmp_path):
+    """With teachers (fercore.distillation) each rank adds its rows' part of the teachers' term: the two processes'
+    loss is one process's, and differs from the same run's without teachers."""
+    teacher = str(stopped[0] / "run" / "last.pt")
+    torchrun("train", "--data", data, "--epochs", "1", "--out", tmp_path / "run", "--teachers", teacher, *SETTINGS,
+             digests=tmp_path / "digests")
+    two = read_checkpoint(tmp_path / "run" / "last.pt")
+    config = TrainConfig(model="hw3_nobn", epochs=1, batch_size=64, threads=1, device="cpu", seed=3, precision="fp32",
+                         augment={"flip": 0.5, "shift": 0.1}, data=str(data), teachers=[teacher])
+    single = new_run(config, tmp_path / "single", dataset=load_dataset(data, cache=False))
+    single.fit()
+    assert two["history"][0]["train_loss"] == pytest.approx(single.history[0]["train_loss"], rel=1e-5)
+    untaught = read_checkpoint(stopped[0] / "run" / "last.pt")["history"][0]["train_loss"]
+    assert abs(two["history"][0]["train_loss"] - untaught) > 1e-3 * untaught
+
+
 def test_a_rank_other_than_0_trains_but_writes_nothing(data, tmp_path, monkeypatch):
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
