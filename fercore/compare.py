@@ -102,11 +102,12 @@ def _device(config: dict, history: list[dict]) -> str:
 def recipe(config: dict, history: list[dict]) -> dict[str, str]:
     """A run's training recipe in words, in a fixed order: optimizer, learning rate, schedule, batch size, epochs
     (done of planned), normalization, augmentation, class balance, label smoothing, weight decay, seed, device and
-    precision, wall time (the sum of the epochs' seconds). A value the config lacks reads 'not recorded'."""
+    precision, wall time (the sum of the epochs' seconds), and for a distilled run its teachers. A value the config
+    lacks reads 'not recorded'."""
     config = config if isinstance(config, dict) else {}
     history = history if isinstance(history, list) else []
     planned = config.get("epochs")
-    return {
+    described = {
         "optimizer": str(config.get("optimizer", "Adam")),  # the only optimizer fercore.training has
         "learning rate": _number(config.get("lr")),
         "schedule": _text(SCHEDULE_TEXT, config.get("schedule")),
@@ -121,6 +122,12 @@ def recipe(config: dict, history: list[dict]) -> dict[str, str]:
         "device and precision": _device(config, history),
         "wall time": _wall_time(history),
     }
+    teachers = config.get("teachers")
+    if teachers and isinstance(teachers, list):  # a row only for the runs that had teachers (fercore.distillation)
+        described["teachers"] = (f"{', '.join(run_label(str(t)) for t in teachers)} (weight "
+                                 f"{_number(config.get('distill_weight'))}, temperature "
+                                 f"{_number(config.get('distill_temperature'))})")
+    return described
 
 
 def training_data_text(config: dict) -> str:
