@@ -27,7 +27,8 @@ TEACHER_FILE = "teacher_probabilities.npy"  # in the run folder: (training image
 
 
 def teacher_probabilities(teachers: list[str], pixels: np.ndarray) -> np.ndarray:
-    """The teachers' mean flip-averaged probabilities, float32 (N, classes), for uint8 faces (N, 48, 48)."""
+    """The teachers' mean flip-averaged probabilities, float32 (N, classes), for uint8 faces (N, 48, 48): the
+    Compare page's ensemble of them (compare.Comparison.ensemble_probabilities) with flip TTA."""
     answers = []
     for path in teachers:
         teacher = load_model(path)
