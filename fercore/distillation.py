@@ -22,8 +22,7 @@ import torch.nn.functional as F
 from fercore.checkpoints import CheckpointError, load_model
 from fercore.evaluation import predict_probabilities
 from fercore.labels import NUM_CLASSES
-
-TEACHER_FILE = "teacher_probabilities.npy"  # in the run folder: (training images, classes) float32
+from fercore.runs import TEACHER_ANSWERS_FILE, atomic_write
 
 
 def teacher_probabilities(teachers: list[str], pixels: np.ndarray) -> np.ndarray:
@@ -36,18 +35,25 @@ def teacher_probabilities(teachers: list[str], pixels: np.ndarray) -> np.ndarray
     return np.mean(answers, axis=0).astype(np.float32)
 
 
+def save_probabilities(run_dir, probabilities: np.ndarray) -> None:
+    """Keep the teachers' probabilities in the run folder (atomically and durably, as a checkpoint)."""
+    atomic_write(Path(run_dir) / TEACHER_ANSWERS_FILE, lambda f: np.save(f, probabilities), durable=True)
+
+
 def saved_probabilities(run_dir, n_images: int) -> np.ndarray | None:
-    """The run folder's teacher probabilities, None when it has none; a file of the wrong shape is an error."""
-    path = Path(run_dir) / TEACHER_FILE
+    """The run folder's teacher probabilities, None when it has none; an unreadable file or one of the wrong
+    shape is an error that says how to have the teachers run again."""
+    path = Path(run_dir) / TEACHER_ANSWERS_FILE
     if not path.exists():
         return None
+    again = "delete it to have the run's teachers compute them again"
     try:
         probabilities = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: unreadable teacher probabilities ({e})") from None
+        raise CheckpointError(f"{path}: unreadable teacher probabilities ({e}); {again}") from None
     if probabilities.shape != (n_images, NUM_CLASSES):
         raise CheckpointError(f"{path}: teacher probabilities of shape {probabilities.shape}, but the run trains "
-                              f"on {n_images} images of {NUM_CLASSES} classes")
+                              f"on {n_images} images of {NUM_CLASSES} classes; {again}")
     return probabilities.astype(np.float32)
 
 

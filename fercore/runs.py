@@ -2,7 +2,8 @@
 torch loads): the run-folder layout, the cache folder, and the one way fercore replaces a file.
 
 A run folder holds LAST (every epoch), BEST (best validation accuracy), HISTORY_FILE, PROGRESS_FILE and
-CONFIG_FILE, written by fercore.training, and SNAPSHOTS_DIR (fercore.snapshots); a background job adds LOCK_FILE,
+CONFIG_FILE, written by fercore.training, SNAPSHOTS_DIR (fercore.snapshots), TEACHER_ANSWERS_FILE where the run has
+teachers (fercore.distillation); a background job adds LOCK_FILE,
 JOB_FILE and LOG_FILE (fercore.jobs).
 Every file fercore writes goes through `atomic_write`, so a reader never sees half a file and a write that fails
 (a full disk, a refused permission, a SIGKILL) leaves the previous file as it was.
@@ -21,7 +22,9 @@ BEST, LAST = "best.pt", "last.pt"
 HISTORY_FILE, PROGRESS_FILE, CONFIG_FILE = "history.json", "progress.json", "config.json"
 LOCK_FILE, JOB_FILE, LOG_FILE = "job.lock", "job.json", "train.log"
 SNAPSHOTS_DIR = "snapshots"  # epoch_0003.pt, ...: the weights at a few epochs, to replay training (fercore.snapshots)
-RUN_FILES = (LAST, BEST, HISTORY_FILE, CONFIG_FILE)  # what a copy of a run takes along (not its log or lock)
+TEACHER_ANSWERS_FILE = "teacher_probabilities.npy"  # (training images, classes) float32
+RUN_FILES = (LAST, BEST, HISTORY_FILE, CONFIG_FILE, TEACHER_ANSWERS_FILE)  # what a copy of a run takes along (not
+# its log or lock)
 # What a run has from its first moment: a job file when started in the background, a config when training began.
 # So a run shows up (to follow or to stop) before its first checkpoint exists.
 STARTED_RUN_FILES = (LAST, BEST, CONFIG_FILE, JOB_FILE)

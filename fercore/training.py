@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -24,7 +23,7 @@ from fercore import checkpoints, distributed
 from fercore.allocator import keep_freed_memory
 from fercore.config import TrainConfig
 from fercore.data import DataError, FerDataset, load_dataset
-from fercore.distillation import (TEACHER_FILE, distillation_loss, saved_probabilities, soft_targets,
+from fercore.distillation import (distillation_loss, save_probabilities, saved_probabilities, soft_targets,
                                   teacher_probabilities)
 from fercore.labels import PRIVATE_TEST, PUBLIC_TEST, SPLIT_NAMES, TRAINING
 from fercore.models import build_model, relus_in_place
@@ -317,7 +316,7 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             write_json(self.run_dir / CONFIG_FILE, asdict(self.config))
             if self.teacher_targets is not None:  # before any epoch's last.pt, which a resume reads it beside
-                np.save(self.run_dir / TEACHER_FILE, self.teacher_answers)
+                save_probabilities(self.run_dir, self.teacher_answers)
         self._progress_written = 0.0
         started = time.time()
         end = self.config.epochs if stop_after is None else min(stop_after, self.config.epochs)

@@ -17,7 +17,8 @@ from fercore.checkpoints import CheckpointError, load_model, read_checkpoint
 from fercore.cli import build_parser
 from fercore.config import config_argv, config_from_args
 from fercore.data import load_dataset
-from fercore.distillation import TEACHER_FILE, distillation_loss, soft_targets, teacher_probabilities
+from fercore.distillation import distillation_loss, soft_targets, teacher_probabilities
+from fercore.runs import TEACHER_ANSWERS_FILE, copy_run
 from fercore.training import TrainConfig, resume, train
 
 from fixtures import write_fer2013_csv
@@ -81,21 +82,22 @@ def test_with_its_whole_weight_on_the_teacher_a_run_learns_the_teachers_answers(
 def test_a_distilled_run_resumes_exactly_without_its_teachers(tiny_data, teacher, tmp_path):
     config = small_config(epochs=4, teachers=[teacher], augment={"flip": 0.5, "shift": 0.1})
     train(config, tmp_path / "straight", dataset=tiny_data)
-    saved = np.load(tmp_path / "straight" / TEACHER_FILE)
+    saved = np.load(tmp_path / "straight" / TEACHER_ANSWERS_FILE)
     n_train = int(training_rows(tiny_data).sum())
     assert saved.shape == (n_train, 7)
     assert np.array_equal(saved, teacher_probabilities([teacher], tiny_data.pixels[training_rows(tiny_data)]))
 
     train(config, tmp_path / "stopped", dataset=tiny_data, stop_after=2)
+    copy_run(tmp_path / "stopped", tmp_path / "copy")  # as the Train page continues a run: the answers come along
     moved = tmp_path / "moved.pt"
     shutil.move(teacher, moved)  # the resume reads the answers the run saved, not the teacher
     try:
-        resumed = resume(tmp_path / "stopped", dataset=tiny_data)
+        resumed = resume(tmp_path / "copy", dataset=tiny_data)
     finally:
         shutil.move(moved, teacher)
     assert "teacher" not in resumed.split_note
     a = read_checkpoint(tmp_path / "straight" / "last.pt")
-    b = read_checkpoint(tmp_path / "stopped" / "last.pt")
+    b = read_checkpoint(tmp_path / "copy" / "last.pt")
     for key in a["model_state"]:
         assert torch.equal(a["model_state"][key], b["model_state"][key]), key
     assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
@@ -111,14 +113,21 @@ def test_a_missing_teacher_is_named_before_the_run_writes_anything(tiny_data, tm
     assert not (tmp_path / "run").exists()
 
 
-def test_teacher_answers_of_the_wrong_shape_are_named_on_resume(tiny_data, teacher, tmp_path):
+def test_teacher_answers_of_the_wrong_shape_or_unreadable_are_named_on_resume(tiny_data, teacher, tmp_path):
     run = tmp_path / "run"
     train(small_config(epochs=2, teachers=[teacher]), run, dataset=tiny_data, stop_after=1)
-    np.save(run / TEACHER_FILE, np.full((3, 7), 1 / 7, dtype=np.float32))
     last = (run / "last.pt").read_bytes()
-    with pytest.raises(CheckpointError, match=re.escape(f"{TEACHER_FILE}: teacher probabilities of shape (3, 7)")):
+    np.save(run / TEACHER_ANSWERS_FILE, np.full((3, 7), 1 / 7, dtype=np.float32))
+    message = f"{TEACHER_ANSWERS_FILE}: teacher probabilities of shape (3, 7), but the run trains on 70 images"
+    with pytest.raises(CheckpointError, match=re.escape(message) + ".*delete it"):
+        resume(run, dataset=tiny_data)
+    (run / TEACHER_ANSWERS_FILE).write_bytes(b"\x93NUMPY half a file")
+    with pytest.raises(CheckpointError, match=re.escape(f"{TEACHER_ANSWERS_FILE}: unreadable") + ".*delete it"):
         resume(run, dataset=tiny_data)
     assert (run / "last.pt").read_bytes() == last  # nothing of the run was touched
+    (run / TEACHER_ANSWERS_FILE).unlink()  # as the message says: the teachers compute them again
+    resumed = resume(run, dataset=tiny_data)
+    assert "learns from 1 teacher(s) too" in resumed.split_note and len(resumed.history) == 2
 
 
 @pytest.mark.parametrize("overrides, message", [
