@@ -38,7 +38,9 @@ with recipe_column:
     recipe = compare.recipe(loaded.config, loaded.history)
     st.table(pd.DataFrame({"value": list(recipe.values())}, index=list(recipe)))
     st.caption(f"Trained on {compare.training_data_text(loaded.config)}. The optimizer's weight decay is Adam's "
-               "L2 term; the wall time is the sum of the epochs' own times.")
+               "L2 term; the wall time is the sum of the epochs' own times."
+               + (" Its loss also followed its teachers' answers for each training image (knowledge distillation)."
+                  if "teachers" in recipe else ""))
 
 st.subheader("Learning curves")
 st.plotly_chart(render.learning_curves(loaded.history), config={"displayModeBar": False})
