@@ -118,6 +118,11 @@ def cmd_train(args) -> int:
     from fercore.training import new_run
 
     config = config_from_args(args)
+    if config.teachers:  # they answer for every training image before the run can say anything else
+        from fercore import distributed
+        if distributed.current_world().is_main:
+            print(f"teachers: {', '.join(config.teachers)} answer for each training image first (once, minutes on a "
+                  "CPU)", flush=True)
     trainer = new_run(config, args.out, on_progress=progress_printer(args.quiet))
     say = main_printer(trainer)
     say(trainer.precision.describe())

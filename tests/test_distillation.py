@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import re
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -21,7 +23,7 @@ from fercore.distillation import distillation_loss, soft_targets, teacher_probab
 from fercore.runs import TEACHER_ANSWERS_FILE, copy_run
 from fercore.training import TrainConfig, resume, train
 
-from fixtures import write_fer2013_csv
+from fixtures import ROOT, write_fer2013_csv
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -39,11 +41,15 @@ def mirror_symmetric_faces(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarra
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
+def tiny_csv(tmp_path_factory):
     pixels, labels = mirror_symmetric_faces(105)
     usage = np.array([0] * 70 + [1] * 35)
-    return load_dataset(write_fer2013_csv(tmp_path_factory.mktemp("data") / "fer2013.csv", pixels, labels, usage),
-                        cache=False)
+    return write_fer2013_csv(tmp_path_factory.mktemp("data") / "fer2013.csv", pixels, labels, usage)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tiny_csv):
+    return load_dataset(tiny_csv, cache=False)
 
 
 def small_config(**overrides) -> TrainConfig:
@@ -164,3 +170,15 @@ def test_the_distillation_loss_is_the_cross_entropy_with_the_softened_answers():
     assert torch.allclose(softened, answers.sqrt() / answers.sqrt().sum(1, keepdim=True))  # T=2: the square root
     assert distillation_loss(logits, softened, 2.0, reduction="sum").item() == pytest.approx(
         5 * distillation_loss(logits, softened, 2.0).item(), rel=1e-6)
+
+
+def test_the_command_line_says_the_teachers_answer_first_then_trains(tiny_csv, teacher, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "fercore", "train", "--data", str(tiny_csv), "--model", "hw3",
+                           "--epochs", "1", "--batch-size", "16", "--threads", "1", "--precision", "fp32",
+                           "--teachers", teacher, "--out", str(tmp_path / "run"), "--quiet"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"teachers: {teacher} answer for each training image first (once, minutes on a CPU)"
+    assert any("learns from 1 teacher(s) too, whose answers on the 70 training images took" in line for line in lines)
+    assert (tmp_path / "run" / TEACHER_ANSWERS_FILE).is_file()
