@@ -20,6 +20,7 @@ from fercore.cli import build_parser
 from fercore.config import config_argv, config_from_args
 from fercore.data import load_dataset
 from fercore.distillation import distillation_loss, soft_targets, teacher_probabilities
+from fercore.labels import TRAINING
 from fercore.runs import TEACHER_ANSWERS_FILE, copy_run
 from fercore.training import TrainConfig, resume, train
 
@@ -67,7 +68,7 @@ def teacher(tiny_data, tmp_path_factory) -> str:
 
 
 def training_rows(dataset) -> np.ndarray:
-    return dataset.split == 0
+    return dataset.split == TRAINING
 
 
 def test_with_its_whole_weight_on_the_teacher_a_run_learns_the_teachers_answers(tiny_data, teacher, tmp_path):
