@@ -102,6 +102,11 @@ def parse_paths(text: str) -> list[str]:
     return [os.path.abspath(part.strip()) for part in text.split(",") if part.strip()]
 
 
+def paths_text(paths: list[str]) -> str:
+    """The text form of a list of paths, the inverse of parse_paths ('none' when empty)."""
+    return ",".join(paths) or "none"
+
+
 def augment_text(augment: dict) -> str:
     """The text form of a stored augmentation, the inverse of parse_augment ('none' when none is on)."""
     from fercore.transforms import AugmentConfig
@@ -134,6 +139,8 @@ def _field(name: str):
 # The command line: `--batch-size` for batch_size, and so on. Text in, TrainConfig out, and back again for jobs.
 
 _TYPES = {"int": int, "float": float, "str": str, "str | None": str, "dict": str, "list": str, "bool": bool}
+# The fields given as text but stored as something else: (text -> value, value -> text), 'none' meaning empty.
+_TEXT_FORMS = {"augment": (parse_augment, augment_text), "teachers": (parse_paths, paths_text)}
 
 
 def flag(name: str) -> str:
@@ -145,7 +152,7 @@ def add_arguments(parser: argparse.ArgumentParser, names, *, keep_run_values: bo
     an option left out keeps the run's recorded value."""
     for name in names:
         f = _field(name)
-        shown = "none" if name in ("augment", "teachers") else f.default  # the text a dict or list is given as
+        shown = "none" if name in _TEXT_FORMS else f.default  # a text form shows its empty value
         value_help, allowed = f.metadata["help"], f.metadata.get("choices")
         if keep_run_values:
             value_help += " (default: the run's own)"
@@ -163,8 +170,8 @@ def add_arguments(parser: argparse.ArgumentParser, names, *, keep_run_values: bo
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The TrainConfig of parsed `train` options (a relative --data becomes absolute: jobs run elsewhere)."""
     values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
-    values["augment"] = parse_augment(values.get("augment") or "none")
-    values["teachers"] = parse_paths(values.get("teachers") or "none")
+    for name, (parse, _) in _TEXT_FORMS.items():
+        values[name] = parse(values.get(name) or "none")
     if values.get("data"):
         values["data"] = os.path.abspath(values["data"])
     return TrainConfig(**values)
@@ -186,10 +193,8 @@ def config_argv(config: TrainConfig) -> list[str]:
 
 def _option_text(name: str, value) -> str:
     """A field's value as the text of its `train` option, which config_from_args reads back."""
-    if name == "augment":
-        return augment_text(value)
-    if name == "teachers":
-        return ",".join(value) or "none"
+    if name in _TEXT_FORMS:
+        return _TEXT_FORMS[name][1](value)
     return repr(value) if isinstance(value, float) else str(value)
 
 
