@@ -115,16 +115,14 @@ def epoch_line(r: dict, epochs: int) -> str:
 
 
 def cmd_train(args) -> int:
+    from fercore import distributed
     from fercore.training import new_run
 
     config = config_from_args(args)
+    say = main_printer(distributed.current_world())
     if config.teachers:  # they answer for every training image before the run can say anything else
-        from fercore import distributed
-        if distributed.current_world().is_main:
-            print(f"teachers: {', '.join(config.teachers)} answer for each training image first (once, minutes on a "
-                  "CPU)", flush=True)
+        say(f"teachers: {', '.join(config.teachers)} answer for each training image first (once, minutes on a CPU)")
     trainer = new_run(config, args.out, on_progress=progress_printer(args.quiet))
-    say = main_printer(trainer)
     say(trainer.precision.describe())
     say(f"{trainer.split_note}; model {config.model} on {trainer.device}{processes(trainer)}, {config.epochs} epochs "
         f"-> {args.out}")
@@ -140,7 +138,7 @@ def cmd_resume(args) -> int:
         overrides["data"] = os.path.abspath(overrides["data"])
     trainer = resumed_run(args.run, epochs=epochs, overrides=overrides, on_progress=progress_printer(args.quiet))
     done, total = len(trainer.history), trainer.config.epochs
-    say = main_printer(trainer)
+    say = main_printer(trainer.world)
     if done >= total:
         say(f"{args.run} already has {done} of {total} epochs: pass --epochs N (the new total) to go on")
         return 0
@@ -149,10 +147,10 @@ def cmd_resume(args) -> int:
     return run_to_end(trainer, args.stop_after)
 
 
-def main_printer(trainer):
+def main_printer(world):
     """print for the process that speaks for the run (rank 0 of several started by torchrun), silent for others."""
     def say(text: str) -> None:
-        if trainer.world.is_main:
+        if world.is_main:
             print(text, flush=True)
     return say
 
@@ -169,7 +167,7 @@ def run_to_end(trainer, stop_after) -> int:
 
     trainer.fit(stop_after=stop_after)
     distributed.teardown()
-    main_printer(trainer)(f"done: best val acc {trainer.best_val_acc:.4f}; checkpoints in {trainer.run_dir}")
+    main_printer(trainer.world)(f"done: best val acc {trainer.best_val_acc:.4f}; checkpoints in {trainer.run_dir}")
     return 0
 
 
