@@ -170,19 +170,19 @@ class Trainer:
 
     def _teacher_targets(self, state: dict | None) -> torch.Tensor | None:
         """The soft targets of the run's teachers for each training image (fercore.distillation), None without
-        teachers. A resumed run reads the answers it saved; a new one computes them (the teachers run once)."""
+        teachers. A resumed run reads the answers it saved; a new one computes them (the teachers run once) and
+        keeps them in `answers_to_save` until fit() writes the run folder."""
         c = self.config
+        self.answers_to_save = None
         if not c.teachers:
             return None
-        saved = None if state is None else saved_probabilities(self.run_dir, len(self.train_set))
-        if saved is None:
+        answers = None if state is None else saved_probabilities(self.run_dir, len(self.train_set))
+        if answers is None:
             t0 = time.time()
-            self.teacher_answers = teacher_probabilities(c.teachers, self.train_set.pixels)
+            answers = self.answers_to_save = teacher_probabilities(c.teachers, self.train_set.pixels)
             self.split_note += (f"; learns from {len(c.teachers)} teacher(s) too, whose answers on the "
                                 f"{len(self.train_set)} training images took {time.time() - t0:.0f} s")
-        else:
-            self.teacher_answers = saved
-        return soft_targets(torch.from_numpy(self.teacher_answers), c.distill_temperature).to(self.device)
+        return soft_targets(torch.from_numpy(answers), c.distill_temperature).to(self.device)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -315,8 +315,8 @@ class Trainer:
         if main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             write_json(self.run_dir / CONFIG_FILE, asdict(self.config))
-            if self.teacher_targets is not None:  # before any epoch's last.pt, which a resume reads it beside
-                save_probabilities(self.run_dir, self.teacher_answers)
+            if self.answers_to_save is not None:  # before any epoch's last.pt, which a resume reads them beside
+                save_probabilities(self.run_dir, self.answers_to_save)
         self._progress_written = 0.0
         started = time.time()
         end = self.config.epochs if stop_after is None else min(stop_after, self.config.epochs)
