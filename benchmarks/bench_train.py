@@ -51,6 +51,11 @@ On a 2-core AMD EPYC with AVX-512 BF16 (Zen 4, no AMX), torch 2.13, alternated i
   128-channel 24x24 conv's at about 200). ReLU's backward is 3%, BatchNorm 3%, the rest 7%. Both frameworks run the same oneDNN
   convolutions, so even with every other op fused away this step would be at most 1.15x faster: the 1.2x goal
   over Keras there rests on the convolutions, not on fusing what lies between them.
+- That conv's weight gradient alone (aten.convolution_backward, batch 128, 2 threads): 135 GFLOP/s under the cap,
+  207 without it; the same in either memory format and at batch 32 or 64. Written as nine matmuls of the output
+  gradient against shifted views of the padded batch (no copies), it ran at 78 GFLOP/s (111 for the 128-channel
+  conv at 24x24, against oneDNN's 163): a 64x64 result summed over 320,000 rows is no shape for a matmul, so
+  torch offers no faster path to that gradient there.
 - In PyTorch the convolutions take ~62% of an fp32 step (before the allocator); ReLU's backward 8%, BatchNorm 11%,
   pooling, dropout and zero-filling most of the rest.
 - torch.compile of hw3 compiles in 20-30 s there but steps at 0.94x (fp32) and 0.80x (bf16) the eager rate.
